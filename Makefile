@@ -1,0 +1,30 @@
+# make demo: set up (.venv) and run the default grid with `dvc repro`.
+# make test: set up (.venv) and run the test suite.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export PYTHONHASHSEED   := 0
+
+.PHONY: demo test install clean
+
+demo: $(STAMP)
+	$(BIN)/dvc repro
+	@echo "open results/report.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+# torch first, pinned, so pip takes the CPU build instead of pulling CUDA wheels
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf data models results/scores results/tables results/report.html results/metrics.csv results/metrics.json .benchmark

@@ -1,0 +1,167 @@
+"""Training any registered method, on mmengine's Runner.
+
+What mmengine provides and we use as is: the epoch loop (``train_cfg``), the
+optimiser wrapper built from params (``optim_wrapper``), the seeded sampler
+(``DefaultSampler``, reshuffled per epoch from the seed), per-epoch
+checkpointing (``CheckpointHook``), automatic resume from the last checkpoint
+(``resume=True``), logging and seeding (``randomness``).
+
+What we add, in three small hooks/adapters:
+
+* ``MethodModel`` adapts a :class:`benchmark.method.Method` to mmengine's
+  ``BaseModel``; its data preprocessor turns uint8 crops into floats and, for
+  methods that require ``indicator_levels``, computes VQI/FII levels on the very
+  image the method sees (after augmentation).
+* ``PlainCheckpointHook`` keeps checkpoints to tensors and plain types, and the
+  local-file checkpoint loader is replaced by one that loads with
+  ``weights_only=True`` (mmengine 0.10.7 stores message-hub objects and numpy
+  arrays, which torch's safe loader refuses).
+* ``EpochSeedHook`` reseeds torch and the augmentation at every epoch from
+  (seed, epoch), so a run resumed after an interruption is bit-identical to an
+  uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmengine.dataset import DefaultSampler
+from mmengine.hooks import Hook
+from mmengine.model import BaseDataPreprocessor, BaseModel
+from mmengine.registry import HOOKS
+from mmengine.runner import CheckpointLoader, Runner
+from torch.utils.data import DataLoader
+
+from benchmark import io
+
+
+@CheckpointLoader.register_scheme(prefixes="", force=True)
+def _load_local_safely(filename, map_location):
+    return torch.load(filename, map_location=map_location, weights_only=True)
+
+
+def _plain(obj):
+    """Only tensors, numbers, strings and containers of them (numpy → python)."""
+    if isinstance(obj, np.generic):  # before float: np.float64 subclasses float
+        return obj.item()
+    if isinstance(obj, (torch.Tensor, str, int, float, bool, type(None))):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    if isinstance(obj, dict):
+        return {k: v for k, v in ((k, _plain(v)) for k, v in obj.items()) if v is not _DROP}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(v for v in map(_plain, obj) if v is not _DROP)
+    return _DROP
+
+
+_DROP = object()
+
+
+@HOOKS.register_module()
+class PlainCheckpointHook(Hook):
+    priority = "VERY_LOW"
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        hub = checkpoint.get("message_hub", {})
+        checkpoint["message_hub"] = {"log_scalars": {}, "resumed_keys": _plain(hub.get("resumed_keys", {})),
+                                     "runtime_info": _plain(hub.get("runtime_info", {}))}
+        for key in list(checkpoint):
+            checkpoint[key] = _plain(checkpoint[key])
+
+
+@HOOKS.register_module()
+class EpochSeedHook(Hook):
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_train_epoch(self, runner) -> None:
+        torch.manual_seed(self.seed * 100_003 + runner.epoch)
+        runner.train_dataloader.dataset.epoch = runner.epoch
+
+
+class LevelsPreprocessor(BaseDataPreprocessor):
+    """uint8 → float in [0, 1]; adds indicator levels when the method asks for them."""
+
+    def __init__(self, levels=None):
+        super().__init__()
+        self._levels = [levels]  # a list keeps a (possibly CLIP-sized) indicator out of state_dict
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = dict(data)
+        images = data["image"]
+        if self._levels[0] is not None:
+            vqi, fii = self._levels[0](images)
+            data["vqi_level"], data["fii_level"] = vqi, fii
+        data["image"] = images.float().div_(255)
+        return {"batch": data}
+
+
+class MethodModel(BaseModel):
+    def __init__(self, method, levels=None):
+        needs = levels if "indicator_levels" in method.requires else None
+        super().__init__(data_preprocessor=LevelsPreprocessor(needs))
+        self.method = method
+
+    def forward(self, batch: dict, mode: str = "tensor"):
+        out = self.method(batch)
+        if mode == "loss":
+            return self.method.loss(out, batch)
+        return torch.sigmoid(out["logit"])
+
+
+def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fingerprint: str = "") -> dict:
+    """Train ``method`` on ``dataset`` (a ``TrainFrames``) into ``work_dir``.
+
+    ``cfg`` is params.yaml ``train``. Resumes from ``work_dir``'s last
+    checkpoint when one exists for the same ``fingerprint``; writes
+    ``model.pt`` (the method's tensors only) and ``train.json`` at the end.
+    """
+    work_dir = Path(work_dir)
+    run_file = work_dir / "run.json"
+    if work_dir.exists() and (not run_file.is_file() or json.loads(run_file.read_text()).get("fingerprint") != fingerprint):
+        import shutil
+        shutil.rmtree(work_dir)  # a different configuration: never resume from it
+    work_dir.mkdir(parents=True, exist_ok=True)
+    io.write_json(run_file, {"fingerprint": fingerprint})
+    dataset.seed = seed
+    loader = DataLoader(dataset, batch_size=cfg["batch_size"], num_workers=cfg.get("num_workers", 0),
+                        sampler=DefaultSampler(dataset, shuffle=True, seed=seed), drop_last=False)
+    opt = dict(cfg["optimizer"])
+    runner = Runner(
+        model=MethodModel(method, levels),
+        work_dir=str(work_dir),
+        train_dataloader=loader,
+        train_cfg=dict(by_epoch=True, max_epochs=cfg["epochs"]),
+        optim_wrapper=dict(optimizer=opt),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=1),
+                           logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
+        custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed)],
+        randomness=dict(seed=seed, deterministic=True),
+        resume=True,
+        log_level="INFO",
+        default_scope="mmengine",
+    )
+    start = time.perf_counter()
+    runner.train()
+    summary = {
+        "epochs": cfg["epochs"], "iters": runner.iter, "seconds": round(time.perf_counter() - start, 1),
+        "final_loss": float(runner.message_hub.get_scalar("train/loss").current()),
+        "provenance": method.provenance(), "fingerprint": fingerprint,
+    }
+    io.save_tensors(work_dir / "model.pt", method.state_dict())
+    io.write_json(work_dir / "train.json", summary)
+    return summary
+
+
+def load_trained(method, work_dir: Path):
+    """Load ``model.pt`` (weights_only) into ``method`` and put it in eval mode."""
+    path = Path(work_dir) / "model.pt"
+    if not path.is_file():
+        from benchmark.errors import UserError
+        raise UserError(f"no trained model at {path}; run `python -m benchmark train` (or dvc repro) first")
+    method.load_state_dict(io.load_tensors(path))
+    return method.eval()

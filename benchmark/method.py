@@ -1,0 +1,73 @@
+"""The interface every registered deepfake detector implements (DESIGN §4).
+
+A method is an ``nn.Module`` registered in ``METHODS`` under a short name. The
+engine hands it a batch dict and never looks at which method it is:
+
+``batch`` keys (all tensors, first dimension N):
+  ``image``        float32 (N, 3, H, W) in [0, 1], RGB, exactly what is scored;
+  ``label``        int64 (N,), 1 = fake, 0 = real;
+  ``vqi_level``,   int64 (N,) in 1..K, present when ``"indicator_levels"`` is in
+  ``fii_level``    ``requires`` (computed on this very image, after any
+                   compression or perturbation).
+
+``forward(batch)`` returns a dict with at least ``"logit"`` (N,): the fake
+logit, so ``sigmoid(logit)`` is P(fake). ``loss(out, batch)`` returns a dict of
+named scalar terms with their weighted sum under ``"loss"``.
+
+Capabilities the engine provides on request are named in ``requires``; generic
+code checks capabilities, never a method's name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Method(nn.Module):
+    requires: frozenset[str] = frozenset()
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        return (image - self.pixel_mean) / self.pixel_std
+
+    def forward(self, batch: dict) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+    def loss(self, out: dict, batch: dict) -> dict:
+        """Default objective: binary cross-entropy on the fake logit."""
+        bce = F.binary_cross_entropy_with_logits(out["logit"], batch["label"].float())
+        return {"loss": bce, "bce": bce}
+
+    def provenance(self) -> dict:
+        """What a report must say about this model (backbone, weights)."""
+        return {}
+
+
+def load_pretrained(module: nn.Module, path: str | None) -> str:
+    """Load user-supplied weights from a local file (``weights_only=True``).
+
+    Returns a description for the report: the file name, or ``"random init"``.
+    """
+    if not path:
+        return "random init"
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"pretrained weights {path!r} not found; give a local .pth/.pt file or null")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if len(missing) == len(list(module.state_dict())):
+        raise UserError(f"pretrained weights {path!r} match no parameter of {type(module).__name__}")
+    return p.name

@@ -1,0 +1,45 @@
+"""Where a table came from: dataset, backbone and weights per method, indicator,
+seeds, commit. Collected once by the report stage and printed under every table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+
+def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list[str]) -> dict:
+    from benchmark import pipeline
+    ff = params["datasets"]["ff"]
+    ind_file = pipeline.indicators_json("ff")
+    ind = json.loads(ind_file.read_text()) if ind_file.is_file() else {}
+    per_method = {}
+    for m in methods:
+        cfg = params["methods"].get(m, {})
+        info = {"backbone": cfg.get("backbone", "?"), "weights": "random init" if not cfg.get("pretrained") else Path(cfg["pretrained"]).name}
+        for ts in train_sets:  # what the trained model itself recorded wins over params
+            rec = pipeline.model_dir(ts, m, seeds[0]) / "train.json" if seeds else None
+            if rec and rec.is_file():
+                info.update(json.loads(rec.read_text()).get("provenance", {}))
+                break
+        per_method[m] = info
+    return {
+        "dataset": {"name": ff["name"], "synthetic": ff["name"] == "synthff", "root": ff["root"],
+                    "face_detector": ff.get("face_detector")},
+        "methods": per_method,
+        "indicator": {"backend": ind.get("backend", "?"), "model": ind.get("model"), "weights": ind.get("weights"),
+                      "binning": params["indicators"]["binning"], "k": params["indicators"]["k"],
+                      "logit_scale": params["indicators"]["logit_scale"]},
+        "seeds": seeds,
+        "commit": pipeline.git_commit(),
+        "dvc_lock": _dvc_lock_hashes(),
+    }
+
+
+def _dvc_lock_hashes() -> dict:
+    """md5 of each stage's outputs as dvc.lock recorded them (empty outside DVC)."""
+    path = Path("dvc.lock")
+    if not path.is_file():
+        return {}
+    lock = yaml.safe_load(path.read_text()) or {}
+    return {stage: [o.get("md5", "") for o in body.get("outs", [])] for stage, body in lock.get("stages", {}).items()}
