@@ -1,5 +1,6 @@
-"""Where a table came from: dataset, backbone and weights per method, indicator,
-seeds, commit. Collected once by the report stage and printed under every table."""
+"""Gathers where a table came from (dataset, backbone and weights per method,
+indicator, seeds, commit) from params and the stage outputs on disk; the
+report formats it (benchmark.report.provenance) under every table."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
                 break
         per_method[m] = info
     return {
+        "title": params["report"]["title"],
         "dataset": {"name": ff["name"], "synthetic": ff["name"] == "synthff", "root": ff["root"],
                     "face_detector": ff.get("face_detector")},
         "methods": per_method,
