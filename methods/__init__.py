@@ -1,0 +1,1 @@
+"""one file per method; each registers itself in benchmark.registry.METHODS"""

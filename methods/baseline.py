@@ -1,0 +1,52 @@
+"""Baseline: a timm backbone with a linear head (the "Baseline" row of Tab. 5 of the DPL paper).
+
+Paper: none of its own; it is the "Baseline" setting of Zhang et al., "DPL: Cross-quality
+DeepFake Detection via Dual Progressive Learning", ACCV 2024 (Tab. 5, Tab. 6): the backbone
+alone, without the DPL branches.
+
+Mechanism kept: backbone -> global average pooled feature -> linear layer -> one fake logit,
+trained with binary cross-entropy (the ``Method`` default loss).
+
+Default backbone: ``convnext_atto`` (params.yaml) so the grid runs on a CPU; the paper's
+is ConvNeXt-T (``convnext_tiny``) at 224 px.
+
+Deviations from the original:
+- weights start from random initialisation unless the user gives a local file
+  (``pretrained: path``); the paper starts from ImageNet weights;
+- the head is timm's own pooling (+ its final norm for ConvNeXt) followed by one linear
+  output (a single fake logit instead of a two-way softmax).
+"""
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+from benchmark.errors import UserError
+from benchmark.method import Method, load_pretrained
+from benchmark.registry import METHODS
+
+
+def create_backbone(name: str, **kwargs) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, **kwargs)`` with a one-line error for bad names."""
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except RuntimeError as e:  # timm: "Unknown model (...)"
+        raise UserError(f"backbone {name!r} is not a timm model ({e}); see timm.list_models()") from e
+
+
+@METHODS.register_module(name="baseline")
+class Baseline(Method):
+    def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None):
+        super().__init__()
+        self.backbone_name = backbone
+        self.backbone = create_backbone(backbone, num_classes=0)  # pooled features (N, C)
+        self.weights = load_pretrained(self.backbone, pretrained)
+        self.head = nn.Linear(self.backbone.num_features, 1)
+
+    def forward(self, batch: dict) -> dict:
+        feat = self.backbone(self.normalize(batch["image"]))
+        return {"logit": self.head(feat).squeeze(1)}
+
+    def provenance(self) -> dict:
+        return {"backbone": self.backbone_name, "weights": self.weights}
