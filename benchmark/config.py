@@ -65,9 +65,15 @@ def apply_overrides(params: dict, overrides: dict[str, str]) -> dict:
 
 def _parse_value(key: str, raw: str):
     try:
-        return yaml.safe_load(raw) if isinstance(raw, str) else raw
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
     except yaml.YAMLError:
         raise UserError(f"value of {key!r} is not valid YAML: {raw!r}") from None
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; a number is meant
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def protocol_names(root: Path | None = None) -> list[str]:

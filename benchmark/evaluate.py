@@ -35,7 +35,7 @@ def score(method, manifest: pd.DataFrame, faces_dir, conditions, indicator, batc
         prob = torch.sigmoid(method(inputs)["logit"]).numpy()
         parts.append(pd.DataFrame({
             "row": batch["index"].repeat_interleave(c).numpy(),
-            "severity": np.tile(np.arange(c), n),
+            "severity": np.tile(np.asarray(conditions.severities), n),
             "jpeg_quality": batch["param"].flatten().numpy(),
             "score": prob,
             "vqi": scores["vqi"], "fii": scores["fii"],
