@@ -21,7 +21,7 @@ STAMPS = Path(".benchmark/stamps")
 
 # stage -> (params keys it reads, code it runs); "{method}" is filled per method
 STAGES = {
-    "synthesize": (["synthff"], ["benchmark/data/synthff.py"]),
+    "synthesize": (["synthff"], ["benchmark/data/synthff.py", "benchmark/data/_synthff_draw.py", "benchmark/data/layout.py"]),
     "extract": (["extract", "datasets"], ["benchmark/data/extract.py", "benchmark/data/faces.py", "benchmark/data/layout.py"]),
     "indicators": (["indicators"], ["benchmark/indicators"]),
     "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py"]),
@@ -91,10 +91,9 @@ def synthesize(params: dict) -> Path:
 
 def extract(params: dict, dataset: str) -> Path:
     from benchmark.data import extract as ex
-    cfg = _dataset_cfg(params, dataset)
     out = faces_dir(dataset)
-    ex.extract_dataset(cfg, out, **params["extract"])
-    return out
+    ex.extract_from_params(_dataset_cfg(params, dataset), params["extract"], out)
+    return out / "manifest.parquet"
 
 
 def indicators(params: dict, dataset: str) -> Path:

@@ -1,0 +1,1 @@
+"""Datasets on disk: FF++ layout, the generated SynthFF, face detection and crop extraction."""

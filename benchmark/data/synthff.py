@@ -1,0 +1,269 @@
+"""SynthFF: seeded, procedurally drawn face videos in the FaceForensics++ layout (DESIGN §6).
+
+Identities are drawn faces (``_synthff_draw``) that move a little, blink and talk. Real
+video NNN shows identity NNN; fake TTT_SSS is real video TTT with its face altered (using
+source SSS) by one of four manipulations whose traces differ in kind:
+
+  DF   source's inner face pasted through a mask cut on a coarse grid: a blocky blending
+       seam (bright ring along the mask edge) and a colour step across it;
+  F2F  target re-rendered with the source's expression, softly blended into the inner face
+       under other illumination (gain, colour cast, light gradient): no seam, a mismatch;
+  FS   source's face pasted seamlessly, then the face region resampled (×2 down, up by a
+       transposed-convolution-like kernel): blur plus a period-2 checkerboard;
+  NT   lower face (mouth, chin) smoothed: skin texture and sensor grain gone there.
+
+Each fake video has a seeded strength in STRENGTH (recorded per frame in the metadata) that
+scales its trace. Videos: raw (libx264 qp 0: lossless yuv420p, like FF++ raw), c23 and c40
+(CRF, yuv420p); metadata.parquet holds per frame the crf, PSNR vs raw, strength and the true
+face box. Every random draw is keyed by (seed, purpose, ids), so the output is byte-identical
+for a seed, whatever the number of worker processes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pandas as pd
+
+from benchmark.data import layout
+from benchmark.data._synthff_draw import ellipse, render, sample_identity, sample_motion, swap_identity
+from benchmark.errors import UserError
+from benchmark.io import atomic_path
+from benchmark.registry import DATASETS
+
+STRENGTH = (0.3, 1.0)          # range of the per-video manipulation strength
+# Trace amplitude: each trace is TRACE·strength times the unit sizes in ``manipulate``.
+# Calibrated on the default SynthFF (params.yaml): a from-scratch 5-layer CNN trained 6 epochs
+# (Adam 1e-3) on the c23 training crops (8 frames/video, 64 px) reached, over 3 training
+# seeds, test AUC 0.69-0.82 at c23 (DF 0.59-0.73, F2F 0.65-0.77, FS 0.85-0.95, NT 0.64-0.83)
+# and 0.62-0.74 at c40. With traces of a few grey levels (TRACE <= 2.5) it stayed at ~0.5.
+TRACE = 6.0
+FPS = 25
+MANIPULATIONS = ("DF", "F2F", "FS", "NT")
+
+
+def _rng(seed, *key) -> np.random.Generator:
+    return np.random.default_rng([int(seed), *[int(k) for k in key]])
+
+
+def manipulate(kind: str, frame, donor, g: dict, k: float, rng, grain: float) -> np.ndarray:
+    """Apply manipulation ``kind`` of strength ``k`` to a target frame (float RGB).
+
+    ``donor``: the face re-rendered in the target's pose (source identity for DF/FS, source
+    expression for F2F) with its own grain; ``g``: the target frame's face geometry;
+    ``grain``: the video's sensor-noise sigma. Trace sizes are TRACE·k times the unit sizes
+    written below (grey levels unless said otherwise).
+    """
+    gx, gy, cx, cy, ax, ay = g["gx"], g["gy"], g["cx"], g["cy"], g["ax"], g["ay"]
+    a = TRACE * k
+    if kind == "DF":       # mask on a 3-px grid; colour step 4 (+N(0,2) per channel), ring 6
+        h, w = frame.shape[:2]
+        coarse = ellipse(gx[::3, ::3], gy[::3, ::3], cx, cy + 0.12 * ay, 0.72 * ax, 0.75 * ay)[..., 0] > 0.5
+        m = cv2.resize(coarse.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        ring = (cv2.dilate(m, np.ones((3, 3))) - cv2.erode(m, np.ones((3, 3))))[..., None].astype(np.float32)
+        m = m[..., None].astype(np.float32)
+        donor = donor + a * (rng.normal(0, 2.0, 3) + rng.choice([-1, 1]) * 4.0 + 6.0 * ring)
+        return frame + m * (donor - frame)
+    if kind == "F2F":      # gain ±8 %, cast N(0,4), light gradient 8 per face half-width
+        m = ellipse(gx, gy, cx, cy + 0.15 * ay, 0.75 * ax, 0.6 * ay, soft=3.0)
+        angle = rng.uniform(0, 2 * math.pi)
+        light = ((np.cos(angle) * (gx - cx) + np.sin(angle) * (gy - cy)) / ax)[..., None]
+        donor = donor * (1 + a * rng.choice([-1, 1]) * 0.08) + a * (rng.normal(0, 4.0, 3) + 8.0 * light)
+        return frame + m * (donor - frame)
+    if kind == "FS":       # blur weight 0.25, checkerboard gain ±0.2·(phase imbalance)
+        m = ellipse(gx, gy, cx, cy + 0.05 * ay, 0.86 * ax, 0.9 * ay, soft=4.0)
+        out = frame + m * (donor - frame)
+        m = ellipse(gx, gy, cx, cy, 1.05 * ax, 1.05 * ay, soft=3.0)
+        fresh = min(a, 1) * rng.normal(0, 0.5 * grain, out.shape)   # some grain back: not plain blur
+        return out + m * (_resample(out, 0.25 * a, 0.2 * a) + fresh - out)
+    if kind == "NT":       # Gaussian blur, sigma 0.8 + 0.4·a px, full weight from a >= 1
+        m = min(a, 1) * ellipse(gx, gy, cx, cy + 0.55 * ay, 0.65 * ax, 0.4 * ay, soft=4.0)
+        return frame + m * (cv2.GaussianBlur(frame, (0, 0), 0.8 + 0.4 * a) - frame)
+    raise ValueError(f"unknown manipulation {kind}")
+
+
+def _resample(img: np.ndarray, blur: float, checker: float) -> np.ndarray:
+    """×2 down-scale, then up-scale by zero insertion and an uneven 3×3 kernel, like a
+    transposed convolution: mixed in with weight ``blur`` (<= 1), and the four output phases
+    get gains that differ by ~``checker``·15 %: a period-2 checkerboard."""
+    h, w = (d - d % 2 for d in img.shape[:2])
+    small = cv2.resize(img[:h, :w], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    kernel = np.array([[0.15, 0.5, 0.25], [0.5, 1.0, 0.6], [0.25, 0.6, 0.15]], np.float32)
+    up, hit = np.zeros_like(img), np.zeros(img.shape[:2], np.float32)
+    up[0:h:2, 0:w:2], hit[0:h:2, 0:w:2] = small, 1
+    num = cv2.filter2D(up, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    den = cv2.filter2D(hit, -1, kernel, borderType=cv2.BORDER_REFLECT)[..., None]
+    phase_gain = 1 + checker * (den / den.mean() - 1)
+    return (img + min(blur, 1) * (num / den - img)) * phase_gain
+
+
+def encode(path: Path, frames: list[np.ndarray], crf: int | None) -> None:
+    """H.264 (libx264, yuv420p) in mp4: ``crf`` None = lossless (qp 0, FF++'s raw), else CRF.
+
+    Otherwise ffmpeg's defaults (preset medium), except two settings that make the bytes
+    reproducible: one x264 thread, and no macroblock-tree rate control (mbtree=0), whose
+    output here changed with leftover heap contents from run to run. RGB -> YUV is done by
+    OpenCV (BT.601, the matrix OpenCV's decoder assumes)."""
+    with av.open(str(path), "w") as box:
+        st = box.add_stream("libx264", rate=FPS)
+        st.height, st.width = frames[0].shape[:2]
+        st.pix_fmt = "yuv420p"
+        st.options = {"qp": "0"} if crf is None else {"crf": str(crf), "x264-params": "mbtree=0"}
+        st.codec_context.thread_count = 1
+        for img in frames:
+            yuv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2YUV_I420)
+            box.mux(st.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")))
+        box.mux(st.encode(None))
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    """All frames of a video as RGB uint8, decoded with OpenCV (as extraction does)."""
+    cap, out = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return out
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+@functools.lru_cache(maxsize=None)
+def _identity(seed: int, size: int, i: int) -> dict:
+    return sample_identity(_rng(seed, 2, i), size)
+
+
+@functools.lru_cache(maxsize=None)
+def _motion(seed: int, frames: int, size: int, i: int) -> dict:
+    return sample_motion(_rng(seed, 3, i), frames, size)
+
+
+@functools.lru_cache(maxsize=8)
+def _real(seed: int, frames: int, size: int, i: int):
+    """Real video of identity i: float frames (with sensor grain) and per-frame geometry."""
+    p, m = _identity(seed, size, i), _motion(seed, frames, size, i)
+    out = [render(p, m, f, size) for f in range(frames)]
+    return [img + _grain(seed, (0, i, f), img.shape, p["grain"]) for f, (img, _) in enumerate(out)], [g for _, g in out]
+
+
+def _grain(seed, key, shape, sigma):
+    return _rng(seed, 7, *key).normal(0, sigma, shape).astype(np.float32)
+
+
+def _fake(seed: int, frames: int, size: int, kind: str, t: int, s: int):
+    """Fake video (target t, source s): float frames, geometry and strength."""
+    reals, geoms = _real(seed, frames, size, t)
+    rng = _rng(seed, 4, MANIPULATIONS.index(kind), t, s)
+    k = float(rng.uniform(*STRENGTH))
+    pt, ps = _identity(seed, size, t), _identity(seed, size, s)
+    mt, ms = _motion(seed, frames, size, t), _motion(seed, frames, size, s)
+    p, m = (pt, {**mt, "mouth": ms["mouth"], "brow": ms["brow"]}) if kind == "F2F" else (swap_identity(pt, ps), mt)
+    out = []
+    for f in range(frames):
+        donor = None
+        if kind != "NT":
+            donor = render(p, m, f, size)[0]
+            donor += _grain(seed, (5, kind == "F2F", t, s, f), donor.shape, pt["grain"])
+        out.append(manipulate(kind, reals[f], donor, geoms[f], k, rng, pt["grain"]))
+    return out, geoms, k
+
+
+def _make_video(job) -> list[dict]:
+    """Render, encode (raw, c23, c40) and measure one video; returns its metadata rows."""
+    seed, n, size, crfs, tmp, kind, name = job
+    if kind == "real":
+        frames, geoms, k = (*_real(seed, n, size, int(name)), 0.0)
+    else:
+        frames, geoms, k = _fake(seed, n, size, kind, *map(int, name.split("_")))
+    frames = [np.clip(np.rint(img), 0, 255).astype(np.uint8) for img in frames]
+    rows = []
+    for quality, crf in (("raw", None), *crfs.items()):
+        folder = layout.real_dir(tmp, quality) if kind == "real" else layout.fake_dir(tmp, kind, quality)
+        folder.mkdir(parents=True, exist_ok=True)
+        encode(folder / f"{name}.mp4", frames, crf)
+        if crf is None:                            # PSNR is measured against the decoded raw video
+            frames, psnr = decode(folder / f"{name}.mp4"), [math.inf] * n
+        else:
+            psnr = [_psnr(d, r) for d, r in zip(decode(folder / f"{name}.mp4"), frames)]
+        for f, g in enumerate(geoms):
+            x0, y0, x1, y1 = (int(round(min(max(v, 0), size))) for v in g["box"])
+            rows.append(dict(video_id=f"{kind}/{name}", quality=quality, frame_idx=f, crf=crf or 0,
+                             psnr=psnr[f], strength=k, x0=x0, y0=y0, x1=x1, y1=y1))
+    return rows
+
+
+def make_splits(seed: int, pairs: dict) -> dict[str, list[list[str]]]:
+    """Seeded split of 2·Σpairs identities into [target, source] pairs per split."""
+    n_ids = 2 * sum(pairs.values())
+    names = [f"{i:0{max(3, len(str(n_ids - 1)))}d}" for i in range(n_ids)]
+    order, j, out = _rng(seed, 1).permutation(n_ids), 0, {}
+    for split in layout.SPLITS:
+        out[split] = [[names[order[j + 2 * i]], names[order[j + 2 * i + 1]]] for i in range(pairs[split])]
+        j += 2 * pairs[split]
+    return out
+
+
+def synthesize(cfg: dict, root, workers: int | None = None) -> Path:
+    """Generate SynthFF at ``root`` from params ``synthff`` (seed, pairs, frames, size, crf),
+    replacing it atomically. Videos are independent seeded jobs, so ``workers`` processes
+    (default: all cores) give the same bytes as one."""
+    try:
+        seed, n, size = int(cfg["seed"]), int(cfg["frames"]), int(cfg["size"])
+        pairs = {s: int(cfg["pairs"].get(s, 0)) for s in layout.SPLITS}
+        crfs = {"c23": int(cfg["crf"]["c23"]), "c40": int(cfg["crf"]["c40"])}
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise UserError(f"params synthff need seed, frames, size, pairs {{train, val, test}} and "
+                        f"crf {{c23, c40}} as numbers ({type(err).__name__}: {err})") from None
+    if n < 1 or size < 32 or size % 2 or sum(pairs.values()) < 1:
+        raise UserError(f"synthff needs frames >= 1, an even size >= 32 and at least one pair (got {cfg})")
+    splits = make_splits(seed, pairs)
+    root = Path(root)
+    with atomic_path(root) as tmp:
+        jobs = []
+        for t in sorted(x for plist in splits.values() for pair in plist for x in pair):
+            jobs.append((seed, n, size, crfs, tmp, "real", t))
+            partners = [b if a == t else a for plist in splits.values() for a, b in plist if t in (a, b)]
+            jobs += [(seed, n, size, crfs, tmp, kind, f"{t}_{s}") for kind in MANIPULATIONS for s in partners]
+        workers = min(workers or os.cpu_count() or 1, 8)
+        if workers > 1 and len(jobs) >= 50:         # process start-up (~2 s) only pays off on bigger sets
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                results = list(pool.map(_make_video, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+        else:
+            results = [_make_video(job) for job in jobs]
+        (tmp / "splits").mkdir()
+        for split, plist in splits.items():
+            (tmp / "splits" / f"{split}.json").write_text(json.dumps(plist) + "\n")
+        meta = pd.DataFrame([row for rows in results for row in rows])
+        meta.sort_values(["video_id", "quality", "frame_idx"]).to_parquet(tmp / "metadata.parquet", index=False)
+    return root
+
+
+@DATASETS.register_module(name="synthff")
+class SynthFF(layout.FFPP):
+    """The generated SynthFF tree at ``root``: an FF++ tree that also knows its metadata."""
+
+    hint = "generate it with `python -m benchmark synthesize` (params `synthff`)"
+
+    def metadata(self) -> pd.DataFrame:
+        path = self.check() / "metadata.parquet"
+        if not path.is_file():
+            raise UserError(f"{path} not found; {self.hint}")
+        return pd.read_parquet(path)
+
+    def synthesize(self, cfg: dict) -> Path:
+        return synthesize(cfg, self.root)
+
