@@ -15,8 +15,7 @@ import yaml
 
 from benchmark.errors import UserError
 
-ROOT = Path.cwd()  # the project root: DVC and the Makefile run from there
-PARAMS = "params.yaml"
+PARAMS = "params.yaml"  # relative to the project root = the working directory (as for DVC and make)
 
 
 def read_yaml(path: Path) -> dict:
@@ -34,7 +33,7 @@ def read_yaml(path: Path) -> dict:
 
 def load_params(overrides: dict[str, str] | None = None, root: Path | None = None) -> dict:
     """params.yaml with ``profile`` and dotted overrides applied (in memory only)."""
-    root = Path(root or ROOT)
+    root = Path(root or Path.cwd())
     params = read_yaml(root / PARAMS)
     overrides = dict(overrides or {})
     profile = overrides.pop("profile", None)
@@ -77,14 +76,14 @@ def _parse_value(key: str, raw: str):
 
 
 def protocol_names(root: Path | None = None) -> list[str]:
-    return sorted(p.stem for p in (Path(root or ROOT) / "protocols").glob("*.yaml"))
+    return sorted(p.stem for p in (Path(root or Path.cwd()) / "protocols").glob("*.yaml"))
 
 
 def load_protocol(name: str, root: Path | None = None) -> dict:
     names = protocol_names(root)
     if name not in names:
         raise UserError(f"unknown protocol {name!r}; choose one of: {', '.join(names)}")
-    proto = read_yaml(Path(root or ROOT) / "protocols" / f"{name}.yaml")
+    proto = read_yaml(Path(root or Path.cwd()) / "protocols" / f"{name}.yaml")
     proto["name"] = name
     return proto
 

@@ -1,34 +1,19 @@
 """The stages of DESIGN §3 as library functions, and ``run``, which chains them.
 
-Each DVC stage calls one CLI verb, which calls one function here. ``STAGES``
-declares, per stage, the params.yaml keys and code it reads; dvc.yaml declares
-the same (a test keeps the two in step), and ``run`` uses them to fingerprint a
-stage and skip it when its outputs were made from the same inputs.
+Each DVC stage calls one CLI verb, which calls one function here. Each stage
+function stamps its outputs with a key of everything it read (benchmark.stamps),
+so ``run`` skips a stage whose outputs are current, whoever made them.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 
-from benchmark import config, io, registry
+from benchmark import config, io, registry, stamps
 from benchmark.errors import UserError
-
-STAMPS = Path(".benchmark/stamps")
-
-# stage -> (params keys it reads, code it runs); "{method}" is filled per method
-STAGES = {
-    "synthesize": (["synthff"], ["benchmark/data/synthff.py", "benchmark/data/_synthff_draw.py", "benchmark/data/layout.py"]),
-    "extract": (["extract", "datasets"], ["benchmark/data/extract.py", "benchmark/data/faces.py", "benchmark/data/layout.py"]),
-    "indicators": (["indicators"], ["benchmark/indicators"]),
-    "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py"]),
-    "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluate.py", "benchmark/perturb.py"]),
-    "report": (["report", "grid"], ["benchmark/metrics.py", "benchmark/report"]),
-}
-
 
 # ---------------------------------------------------------------- paths
 def faces_dir(dataset: str) -> Path:
@@ -59,29 +44,55 @@ def parse_train_set(name: str, params: dict) -> dict:
     return {"dataset": dataset, "quality": quality, "split": "train"}
 
 
-# ---------------------------------------------------------------- fingerprints
-def fingerprint(stage: str, params: dict, upstream: list[str] = (), **args) -> str:
-    keys, code = STAGES[stage]
-    h = hashlib.sha256(json.dumps([stage, args, list(upstream)], sort_keys=True).encode())
-    for key in keys:
-        h.update(json.dumps(config.subtree(params, key.format(**args)), sort_keys=True, default=str).encode())
-    for pattern in code:
-        path = Path(pattern.format(**args))
-        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(f.read_bytes() if f.is_file() else b"")
-    return h.hexdigest()[:16]
+# ---------------------------------------------------------------- keys
+def upstream(stage: str, params: dict, **a) -> list[tuple[str, dict]]:
+    """The stages whose outputs ``stage`` reads."""
+    if stage == "extract":
+        cls = registry.get(registry.DATASETS, params["datasets"][a["dataset"]]["name"])
+        return [("synthesize", {})] if hasattr(cls, "synthesize") else []
+    if stage == "indicators":
+        return [("extract", {"dataset": a["dataset"]})]
+    if stage == "train":
+        return [("indicators", {"dataset": parse_train_set(a["train_set"], params)["dataset"]})]
+    if stage == "evaluate":
+        proto = config.load_protocol(a["protocol"])
+        train = ("train", {"method": a["method"], "train_set": train_set_id(proto["train_set"]), "seed": a["seed"]})
+        return [train, *(("indicators", {"dataset": d}) for d in sorted({t["dataset"] for t in proto["test_sets"]}))]
+    return []
 
 
-def _up_to_date(name: str, key: str, outputs: list[Path]) -> bool:
-    stamp = STAMPS / f"{name}.json"
-    return stamp.is_file() and json.loads(stamp.read_text()).get("key") == key and all(p.exists() for p in outputs)
+def stage_key(stage: str, params: dict, **a) -> str:
+    up = [stage_key(s, params, **b) for s, b in upstream(stage, params, **a)]
+    if stage == "evaluate":  # the protocol file is an input too
+        up.append((Path("protocols") / f"{a['protocol']}.yaml").read_text())
+    return stamps.fingerprint(stage, params, up, **a)
 
 
-def _stamp(name: str, key: str) -> None:
-    io.write_json(STAMPS / f"{name}.json", {"key": key})
+def outputs(stage: str, params: dict, **a) -> list[Path]:
+    if stage == "synthesize":
+        return [Path(params["datasets"]["ff"]["root"])]
+    if stage == "extract":
+        return [faces_dir(a["dataset"]) / "manifest.parquet"]
+    if stage == "indicators":
+        return [indicators_json(a["dataset"])]
+    if stage == "train":
+        return [model_dir(a["train_set"], a["method"], a["seed"]) / "model.pt"]
+    proto = config.load_protocol(a["protocol"])
+    return [scores_path(a["protocol"], a["method"], train_set_id(proto["train_set"]), a["seed"])]
+
+
+def _stamped(fn):
+    """Stamp the stage's outputs with its key once it has finished."""
+    @functools.wraps(fn)
+    def stage(params: dict, **a):
+        out = fn(params, **a)
+        stamps.write(fn.__name__, a, stage_key(fn.__name__, params, **a))
+        return out
+    return stage
 
 
 # ---------------------------------------------------------------- stages
+@_stamped
 def synthesize(params: dict) -> Path:
     from benchmark.data import synthff
     root = Path(params["datasets"]["ff"]["root"])
@@ -89,14 +100,16 @@ def synthesize(params: dict) -> Path:
     return root
 
 
-def extract(params: dict, dataset: str) -> Path:
+@_stamped
+def extract(params: dict, *, dataset: str) -> Path:
     from benchmark.data import extract as ex
     out = faces_dir(dataset)
     ex.extract_from_params(_dataset_cfg(params, dataset), params["extract"], out)
     return out / "manifest.parquet"
 
 
-def indicators(params: dict, dataset: str) -> Path:
+@_stamped
+def indicators(params: dict, *, dataset: str) -> Path:
     from benchmark import indicators as ind
     cfg = _dataset_cfg(params, dataset)
     meta = Path(cfg["root"]) / "metadata.parquet"
@@ -105,7 +118,8 @@ def indicators(params: dict, dataset: str) -> Path:
     return indicators_json(dataset)
 
 
-def train(params: dict, method: str, train_set: str, seed: int, key: str = "") -> Path:
+@_stamped
+def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     import torch
 
     from benchmark import engine, perturb
@@ -119,11 +133,12 @@ def train(params: dict, method: str, train_set: str, seed: int, key: str = "") -
     indicator = _indicator(params, spec["dataset"])
     out = model_dir(train_set, method, seed)
     engine.train(model, data, out, params["train"], seed, levels=indicator.levels,
-                 fingerprint=key or fingerprint("train", params, method=method, train_set=train_set, seed=seed))
+                 fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed))
     return out / "model.pt"
 
 
-def evaluate(params: dict, protocol: str, method: str, seed: int) -> Path:
+@_stamped
+def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
     from benchmark import engine, evaluate as ev
     proto = config.load_protocol(protocol)
     train_set = train_set_id(proto["train_set"])
@@ -160,41 +175,33 @@ def report(params: dict) -> list[Path]:
 
 
 def run(params: dict, protocol: str, methods: list[str] | None = None) -> list[Path]:
-    """Everything ``protocol`` needs, skipping each stage whose inputs are unchanged."""
-    proto = config.load_protocol(protocol)
-    methods = methods or params["grid"]["methods"]
-    seeds = params["grid"]["seeds"]
-    datasets = sorted({proto["train_set"]["dataset"], *(t["dataset"] for t in proto["test_sets"])})
-    up = []
-    if any(params["datasets"][d]["name"] == "synthff" for d in datasets):
-        up.append(_step("synthesize", params, [Path(params["datasets"]["ff"]["root"])], [], lambda: synthesize(params)))
-    for d in datasets:
-        k = _step(f"extract-{d}", params, [faces_dir(d) / "manifest.parquet"], up, lambda d=d: extract(params, d), stage="extract")
-        up.append(_step(f"indicators-{d}", params, [indicators_json(d)], [k], lambda d=d: indicators(params, d), stage="indicators"))
-    train_set = train_set_id(proto["train_set"])
-    for m in methods:
-        for s in seeds:
-            key = fingerprint("train", params, up, method=m, train_set=train_set, seed=s)
-            k = _step(f"train-{train_set}-{m}-seed{s}", params, [model_dir(train_set, m, s) / "model.pt"], up,
-                      lambda m=m, s=s, key=key: train(params, m, train_set, s, key=key), key=key)
-            _step(f"evaluate-{protocol}-{m}-seed{s}", params, [scores_path(protocol, m, train_set, s)], [k],
-                  lambda m=m, s=s: evaluate(params, protocol, m, s), stage="evaluate", method=m,
-                  extra=(Path("protocols") / f"{protocol}.yaml").read_text())
+    """Everything ``protocol`` needs, skipping each stage whose outputs are current."""
+    todo = [("evaluate", {"protocol": protocol, "method": m, "seed": s})
+            for m in methods or params["grid"]["methods"] for s in params["grid"]["seeds"]]
+    done: set[str] = set()
+    for stage, args in _in_order(todo, params):
+        if stamps.name(stage, args) in done:
+            continue
+        done.add(stamps.name(stage, args))
+        if stamps.is_current(stage, args, stage_key(stage, params, **args), outputs(stage, params, **args)):
+            print(f"[skip] {stamps.name(stage, args)}: up to date")
+        else:
+            print(f"[run]  {stamps.name(stage, args)}")
+            STAGE_FUNCTIONS[stage](params, **args)
     return report(params)
 
 
-def _step(name, params, outputs, upstream, fn, stage=None, key=None, extra="", **args) -> str:
-    key = key or fingerprint(stage or name, params, [*upstream, extra], **args)
-    if _up_to_date(name, key, outputs):
-        print(f"[skip] {name}: up to date")
-        return key
-    print(f"[run]  {name}")
-    fn()
-    _stamp(name, key)
-    return key
+def _in_order(todo, params):
+    for stage, args in todo:
+        yield from _in_order(upstream(stage, params, **args), params)
+        yield stage, args
 
 
 # ---------------------------------------------------------------- helpers
+STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators,
+                   "train": train, "evaluate": evaluate}
+
+
 def build_method(params: dict, name: str):
     cls = registry.get(registry.METHODS, name)
     if name not in params["methods"]:

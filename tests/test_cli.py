@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import benchmark  # noqa: F401
-from benchmark import cli, config, pipeline
+from benchmark import cli, config, stamps
 from benchmark.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +78,9 @@ def test_list_prints_every_registry():
 
 
 def test_dvc_stages_declare_what_the_pipeline_fingerprints():
-    """dvc.yaml and pipeline.STAGES must agree on each stage's params and code."""
+    """dvc.yaml and stamps.STAGES must agree on each stage's params and code."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, (params, code) in pipeline.STAGES.items():
+    for name, (params, code) in stamps.STAGES.items():
         declared = stages[name]
         assert sorted(declared["params"]) == sorted(p.replace("{method}", "${item.method}") for p in params), name
         deps = set(declared["deps"])

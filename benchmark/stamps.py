@@ -1,0 +1,51 @@
+"""Up-to-date checks for ``run``: a stage's key hashes the params keys and code it
+reads (``STAGES``, which dvc.yaml mirrors; a test keeps them in step) and the keys
+of the stages it depends on. Every stage function stamps its outputs with its key
+when it finishes, whether DVC or ``run`` called it, so ``run`` skips what either made.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from benchmark import config, io
+
+STAMPS = Path(".benchmark/stamps")
+CODE = Path(__file__).resolve().parents[1]  # where benchmark/ and methods/ live
+
+# stage -> (params keys it reads, code it runs); "{method}" is filled per method
+STAGES = {
+    "synthesize": (["synthff"], ["benchmark/data/synthff.py", "benchmark/data/_synthff_draw.py", "benchmark/data/layout.py"]),
+    "extract": (["extract", "datasets"], ["benchmark/data/extract.py", "benchmark/data/faces.py", "benchmark/data/layout.py"]),
+    "indicators": (["indicators"], ["benchmark/indicators"]),
+    "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py"]),
+    "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluate.py", "benchmark/perturb.py"]),
+    "report": (["report", "grid"], ["benchmark/metrics.py", "benchmark/report"]),
+}
+
+
+def fingerprint(stage: str, params: dict, upstream: list[str] = (), **args) -> str:
+    keys, code = STAGES[stage]
+    h = hashlib.sha256(json.dumps([stage, args, list(upstream)], sort_keys=True).encode())
+    for key in keys:
+        h.update(json.dumps(config.subtree(params, key.format(**args)), sort_keys=True, default=str).encode())
+    for pattern in code:
+        path = CODE / pattern.format(**args)
+        files = sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if path.is_dir() else [path]
+        for f in files:
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def name(stage: str, args: dict) -> str:
+    return "-".join([stage, *(str(v) for _, v in sorted(args.items()))])
+
+
+def is_current(stage: str, args: dict, key: str, outputs: list[Path]) -> bool:
+    stamp = STAMPS / f"{name(stage, args)}.json"
+    return stamp.is_file() and json.loads(stamp.read_text()).get("key") == key and all(Path(p).exists() for p in outputs)
+
+
+def write(stage: str, args: dict, key: str) -> None:
+    io.write_json(STAMPS / f"{name(stage, args)}.json", {"key": key})
