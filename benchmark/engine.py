@@ -74,6 +74,22 @@ class PlainCheckpointHook(Hook):
 
 
 @HOOKS.register_module()
+class ProgressHook(Hook):
+    """A tqdm bar over all iterations with the running loss (mmengine logs only warnings)."""
+
+    def before_train(self, runner) -> None:
+        from tqdm import tqdm
+        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="train", unit="it", leave=False)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(epoch=runner.epoch + 1, loss=f"{float(outputs['loss']):.4f}")
+
+    def after_train(self, runner) -> None:
+        self.bar.close()
+
+
+@HOOKS.register_module()
 class EpochSeedHook(Hook):
     def __init__(self, seed: int):
         self.seed = seed
@@ -139,10 +155,11 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
         optim_wrapper=dict(optimizer=opt),
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=1),
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
-        custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed)],
+        custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
+                      dict(type="ProgressHook")],
         randomness=dict(seed=seed, deterministic=True),
         resume=True,
-        log_level="INFO",
+        log_level="WARNING",  # the per-iteration losses still go to work_dir/<timestamp>/*.log
         default_scope="mmengine",
     )
     start = time.perf_counter()

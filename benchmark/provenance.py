@@ -33,9 +33,23 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
                       "binning": params["indicators"]["binning"], "k": params["indicators"]["k"],
                       "logit_scale": params["indicators"]["logit_scale"]},
         "seeds": seeds,
+        "notes": _indicator_notes(ind),
         "commit": pipeline.git_commit(),
         "dvc_lock": _dvc_lock_hashes(),
     }
+
+
+def _indicator_notes(ind: dict) -> list[str]:
+    """How well the indicators track the truth, where the dataset knows it (SynthFF)."""
+    rho = ind.get("spearman", {})
+    notes = []
+    if "vqi_vs_crf" in rho:
+        notes.append(f"VQI vs true compression (CRF): Spearman rho = {rho['vqi_vs_crf']['rho']:.3f} "
+                     f"over {rho['vqi_vs_crf']['n']} crops (negative = VQI falls as compression rises)")
+    if "fii_vs_strength_fakes" in rho:
+        notes.append(f"FII vs true manipulation strength (fakes): Spearman rho = "
+                     f"{rho['fii_vs_strength_fakes']['rho']:.3f}")
+    return notes
 
 
 def _dvc_lock_hashes() -> dict:
