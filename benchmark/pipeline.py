@@ -157,13 +157,17 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
     return path
 
 
-def report(params: dict) -> list[Path]:
-    from benchmark import metrics
-    from benchmark import provenance
+def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
+    """Metrics and tables of the grid's protocols and methods (plus any named here),
+    so scores left on disk by a method since removed from the grid never show up."""
+    from benchmark import metrics, provenance
     from benchmark.report import render_report
-    files = sorted(Path("results/scores").glob("*/*/*.parquet"))
+    protocols = {*params["grid"]["protocols"], *protocols}
+    methods = {*params["grid"]["methods"], *methods}
+    files = sorted(f for f in Path("results/scores").glob("*/*/*.parquet")
+                   if f.parent.parent.name in protocols and f.parent.name in methods)
     if not files:
-        raise UserError("no scores under results/scores; run `python -m benchmark run protocol=...` or dvc repro first")
+        raise UserError("no scores under results/scores for the grid; run `python -m benchmark run protocol=...` or dvc repro first")
     scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     table = metrics.compute_metrics(scores)
     io.write_csv("results/metrics.csv", table)
@@ -188,7 +192,7 @@ def run(params: dict, protocol: str, methods: list[str] | None = None) -> list[P
         else:
             print(f"[run]  {stamps.name(stage, args)}")
             STAGE_FUNCTIONS[stage](params, **args)
-    return report(params)
+    return report(params, [protocol], methods or [])
 
 
 def _in_order(todo, params):
