@@ -5,6 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)   # dvc.yaml's `python -m benchmark …` must be the venv's
 export PYTHONHASHSEED   := 0
 
 .PHONY: demo test install clean
