@@ -23,6 +23,7 @@ What we add, in three small hooks/adapters:
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from mmengine.runner import CheckpointLoader, Runner
 from torch.utils.data import DataLoader
 
 from benchmark import io
+from benchmark.errors import UserError
 
 
 @CheckpointLoader.register_scheme(prefixes="", force=True)
@@ -139,7 +141,6 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
     work_dir = Path(work_dir)
     run_file = work_dir / "run.json"
     if work_dir.exists() and (not run_file.is_file() or json.loads(run_file.read_text()).get("fingerprint") != fingerprint):
-        import shutil
         shutil.rmtree(work_dir)  # a different configuration: never resume from it
     work_dir.mkdir(parents=True, exist_ok=True)
     io.write_json(run_file, {"fingerprint": fingerprint})
@@ -178,7 +179,6 @@ def load_trained(method, work_dir: Path):
     """Load ``model.pt`` (weights_only) into ``method`` and put it in eval mode."""
     path = Path(work_dir) / "model.pt"
     if not path.is_file():
-        from benchmark.errors import UserError
         raise UserError(f"no trained model at {path}; run `python -m benchmark train` (or dvc repro) first")
     method.load_state_dict(io.load_tensors(path))
     return method.eval()

@@ -28,6 +28,8 @@ result has the same type and layout.
 """
 from __future__ import annotations
 
+import abc
+
 import hashlib
 import math
 
@@ -111,15 +113,16 @@ class RandomJPEG:
         return f"RandomJPEG(ranges={self.ranges}, keep_prob={self.keep_prob:.4g})"
 
 
-class ConditionSet:
+class ConditionSet(abc.ABC):
     """Base of the registered test-condition sets (see the module docstring)."""
 
     name = "base"
     n_conditions = 1
     severities: tuple = (0,)
 
+    @abc.abstractmethod
     def apply(self, img, condition_index: int, seed: int, key: str):
-        raise NotImplementedError
+        """(conditioned image, the condition's parameter, e.g. the JPEG quality)."""
 
     def _check(self, condition_index: int) -> int:
         i = int(condition_index)
