@@ -22,7 +22,9 @@ What we add, in three small hooks/adapters:
 """
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -61,6 +63,7 @@ def _plain(obj):
 
 
 _DROP = object()
+_RUNS = itertools.count()  # mmengine keys global loggers/visualizers by experiment name
 
 
 @HOOKS.register_module()
@@ -162,6 +165,9 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
         resume=True,
         log_level="WARNING",  # the per-iteration losses still go to work_dir/<timestamp>/*.log
         default_scope="mmengine",
+        # unique per Runner: the default (a timestamp) makes two runs started in the
+        # same second share a visualizer that writes into the first run's directory
+        experiment_name=f"{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUNS)}",
     )
     start = time.perf_counter()
     runner.train()
