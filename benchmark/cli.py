@@ -56,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         verb, args, overrides = parse(sys.argv[1:] if argv is None else argv)
         params = config.load_params(overrides)
-        for key in ("method",):
-            if args.get(key) is not None:
-                registry.get(registry.METHODS, args[key])
+        if args.get("method") is not None:  # validate names before any work starts
+            registry.get(registry.METHODS, args["method"])
         if args.get("protocol") is not None:
             config.load_protocol(args["protocol"])
         return dispatch(verb, args, params)

@@ -7,7 +7,6 @@ so ``run`` skips a stage whose outputs are current, whoever made them.
 from __future__ import annotations
 
 import functools
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -37,9 +36,10 @@ def train_set_id(spec: dict) -> str:
 
 
 def parse_train_set(name: str, params: dict) -> dict:
+    from benchmark.data.layout import QUALITIES
     dataset, _, quality = name.rpartition("_")
-    if dataset not in params["datasets"] or quality not in ("raw", "c23", "c40"):
-        valid = [f"{d}_{q}" for d in params["datasets"] for q in ("raw", "c23", "c40")]
+    if dataset not in params["datasets"] or quality not in QUALITIES:
+        valid = [f"{d}_{q}" for d in params["datasets"] for q in QUALITIES]
         raise UserError(f"unknown train_set {name!r}; choose one of: {', '.join(valid)}")
     return {"dataset": dataset, "quality": quality, "split": "train"}
 
@@ -48,8 +48,7 @@ def parse_train_set(name: str, params: dict) -> dict:
 def upstream(stage: str, params: dict, **a) -> list[tuple[str, dict]]:
     """The stages whose outputs ``stage`` reads."""
     if stage == "extract":
-        cls = registry.get(registry.DATASETS, params["datasets"][a["dataset"]]["name"])
-        return [("synthesize", {})] if hasattr(cls, "synthesize") else []
+        return [("synthesize", {})] if dataset_class(params, a["dataset"]).synthetic else []
     if stage == "indicators":
         return [("extract", {"dataset": a["dataset"]})]
     if stage == "train":
@@ -94,9 +93,8 @@ def _stamped(fn):
 # ---------------------------------------------------------------- stages
 @_stamped
 def synthesize(params: dict) -> Path:
-    from benchmark.data import synthff
     root = Path(params["datasets"]["ff"]["root"])
-    synthff.synthesize(params["synthff"], root)
+    dataset_class(params, "ff")(root=root).synthesize(params["synthff"])
     return root
 
 
@@ -144,11 +142,11 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
     train_set = train_set_id(proto["train_set"])
     model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
+    indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
     parts = []
     for test in proto["test_sets"]:
         rows = _manifest(test["dataset"], test["quality"], test["split"])
-        indicator = _indicator(params, test["dataset"])
-        df = ev.score(model, rows, faces_dir(test["dataset"]), conditions, indicator,
+        df = ev.score(model, rows, faces_dir(test["dataset"]), conditions, indicators[test["dataset"]],
                       params["evaluate"]["batch_size"], params["evaluate"]["seed"])
         parts.append(df.assign(test_set=test["name"]))
     out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
@@ -213,6 +211,11 @@ def build_method(params: dict, name: str):
     return cls(**params["methods"][name])
 
 
+def dataset_class(params: dict, dataset: str):
+    """The registered class of the dataset that ``datasets.<dataset>`` names."""
+    return registry.get(registry.DATASETS, params["datasets"][dataset]["name"])
+
+
 def _dataset_cfg(params: dict, dataset: str) -> dict:
     if dataset not in params["datasets"]:
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(params['datasets'])}")
@@ -235,21 +238,10 @@ def _manifest(dataset: str, quality: str, split: str) -> pd.DataFrame:
 
 def _indicator(params: dict, dataset: str):
     from benchmark import indicators as ind
-    path = indicators_json(dataset)
-    if not path.is_file():
-        raise UserError(f"{path} not found; run `python -m benchmark indicators dataset={dataset}` first")
-    return ind.load_indicator(path, params["indicators"])
+    return ind.load_indicator(indicators_json(dataset), params["indicators"])  # a missing file is a UserError
 
 
 def _method_order(params: dict):
     order = {m: i for i, m in enumerate(params["grid"]["methods"])}
     return lambda m: (order.get(m, len(order)), m)
 
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"

@@ -4,6 +4,7 @@ report formats it (benchmark.report.provenance) under every table."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -26,7 +27,7 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
         per_method[m] = info
     return {
         "title": params["report"]["title"],
-        "dataset": {"name": ff["name"], "synthetic": ff["name"] == "synthff", "root": ff["root"],
+        "dataset": {"name": ff["name"], "synthetic": pipeline.dataset_class(params, "ff").synthetic, "root": ff["root"],
                     "face_detector": ff.get("face_detector")},
         "methods": per_method,
         "indicator": {"backend": ind.get("backend", "?"), "model": ind.get("model"), "weights": ind.get("weights"),
@@ -34,7 +35,7 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
                       "logit_scale": params["indicators"]["logit_scale"]},
         "seeds": seeds,
         "notes": _indicator_notes(ind),
-        "commit": pipeline.git_commit(),
+        "commit": git_commit(),
         "dvc_lock": _dvc_lock_hashes(),
     }
 
@@ -59,3 +60,12 @@ def _dvc_lock_hashes() -> dict:
         return {}
     lock = yaml.safe_load(path.read_text()) or {}
     return {stage: [o.get("md5", "") for o in body.get("outs", [])] for stage, body in lock.get("stages", {}).items()}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+        return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

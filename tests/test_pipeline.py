@@ -49,3 +49,13 @@ def test_stage_keys_chain_through_upstream_stages(monkeypatch):
     assert [s for s, _ in pipeline.upstream("evaluate", params, protocol="cross_quality", method="dpl", seed=0)] == \
         ["train", "indicators"]
     assert stamps.name("train", args) == "train-dpl-0-ff_c23"
+
+
+def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypatch):
+    from benchmark import provenance
+    monkeypatch.chdir(ROOT)
+    assert provenance.collect(config.load_params(), ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is True
+    real = config.load_params({"datasets.ff.name": "ffpp"})
+    assert provenance.collect(real, ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is False
+    assert pipeline.upstream("extract", real, dataset="ff") == []  # a downloaded tree is not generated
+    assert pipeline.upstream("extract", config.load_params(), dataset="ff") == [("synthesize", {})]

@@ -257,6 +257,7 @@ class SynthFF(layout.FFPP):
     """The generated SynthFF tree at ``root``: an FF++ tree that also knows its metadata."""
 
     hint = "generate it with `python -m benchmark synthesize` (params `synthff`)"
+    synthetic = True
 
     def metadata(self) -> pd.DataFrame:
         path = self.check() / "metadata.parquet"
