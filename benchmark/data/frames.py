@@ -10,12 +10,14 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from benchmark.errors import UserError
+
 
 def read_crop(path: Path) -> np.ndarray:
     """A stored face crop as RGB uint8 (H, W, 3)."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise FileNotFoundError(f"cannot read face crop {path}; re-run `python -m benchmark extract`")
+        raise UserError(f"face crop {path} missing or unreadable; re-run the `extract` stage")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import benchmark  # noqa: F401  (torchvision shim first)
-
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
 from benchmark import io
+from benchmark.data.frames import read_crop
 from benchmark.errors import UserError
 from benchmark.indicators.binning import IndicatorLevels
 from benchmark.indicators.build import build_indicator, load_indicator
@@ -32,13 +30,7 @@ def _read(x, what: str) -> pd.DataFrame:
 
 def load_crops(faces_dir, rel_paths) -> torch.Tensor:
     """RGB uint8 (N, 3, H, W) of crops given by manifest ``path`` values (relative to faces_dir)."""
-    out = []
-    for rel in rel_paths:
-        p = Path(faces_dir) / rel
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise UserError(f"face crop {p} missing or unreadable; re-run the `extract` stage")
-        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    out = [read_crop(Path(faces_dir) / rel) for rel in rel_paths]
     if len({a.shape for a in out}) > 1:
         raise UserError(f"face crops under {faces_dir} differ in size; re-run the `extract` stage")
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
