@@ -33,8 +33,6 @@ import abc
 import hashlib
 import math
 
-import benchmark  # noqa: F401  (torchvision shim first)
-
 import cv2
 import numpy as np
 import torch

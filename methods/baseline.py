@@ -19,7 +19,6 @@ Deviations from the original:
 from __future__ import annotations
 
 import timm
-import torch
 from torch import nn
 
 from benchmark.errors import UserError

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import benchmark  # noqa: F401  (torchvision shim first)
-
 import numpy as np
 import torch
 

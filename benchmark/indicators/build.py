@@ -6,8 +6,6 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-import benchmark  # noqa: F401  (torchvision shim first)
-
 from benchmark.errors import UserError
 from benchmark.indicators.binning import IndicatorLevels
 from benchmark.indicators.clip import OpenCLIPIndicator

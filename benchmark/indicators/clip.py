@@ -26,8 +26,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import benchmark  # noqa: F401  (torchvision shim first)
-
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -44,8 +44,6 @@ The per-dataset JSON reports both correlations whenever the true values are know
 """
 from __future__ import annotations
 
-import benchmark  # noqa: F401  (torchvision shim first)
-
 import numpy as np
 import torch
 import torch.nn.functional as F
