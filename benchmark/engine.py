@@ -127,6 +127,13 @@ class MethodModel(BaseModel):
         super().__init__(data_preprocessor=LevelsPreprocessor(needs))
         self.method = method
 
+    def train_step(self, data: dict, optim_wrapper) -> dict:
+        """mmengine's step, with the optimisation itself left to the method (``Method.train_step``)."""
+        with optim_wrapper.optim_context(self):
+            batch = self.data_preprocessor(data, True)["batch"]
+            losses = self.method.train_step(batch, optim_wrapper)
+        return {k: v.detach() for k, v in losses.items()}
+
     def forward(self, batch: dict, mode: str = "tensor"):
         out = self.method(batch)
         if mode == "loss":

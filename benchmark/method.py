@@ -9,10 +9,20 @@ engine hands it a batch dict and never looks at which method it is:
   ``vqi_level``,   int64 (N,) in 1..K, present when ``"indicator_levels"`` is in
   ``fii_level``    ``requires`` (computed on this very image, after any
                    compression or perturbation).
+  ``image_pair``   float32 (N, 3, H, W): the same frame at another quality, present
+                   when ``"quality_pair"`` is in ``requires``;
+  ``manipulation`` int64 (N,): 0 = real, 1..4 = DF, F2F, FS, NT
+                   (``benchmark.data.layout.FOLDERS`` order), present when
+                   ``"manipulation_label"`` is in ``requires``.
 
 ``forward(batch)`` returns a dict with at least ``"logit"`` (N,): the fake
 logit, so ``sigmoid(logit)`` is P(fake). ``loss(out, batch)`` returns a dict of
 named scalar terms with their weighted sum under ``"loss"``.
+``train_step(batch, optim_wrapper)`` performs one optimisation step and returns
+those terms; the default is forward, loss, ``optim_wrapper.update_params(loss)``.
+A method whose step is special (e.g. adversarial weight perturbation) overrides
+it; ``optim_wrapper`` is mmengine's ``OptimWrapper`` (``update_params``,
+``backward``, ``step``, ``zero_grad``, ``optimizer``).
 
 Capabilities the engine provides on request are named in ``requires``; generic
 code checks capabilities, never a method's name.
@@ -49,6 +59,12 @@ class Method(nn.Module):
         """Default objective: binary cross-entropy on the fake logit."""
         bce = F.binary_cross_entropy_with_logits(out["logit"], batch["label"].float())
         return {"loss": bce, "bce": bce}
+
+    def train_step(self, batch: dict, optim_wrapper) -> dict:
+        """One optimisation step on ``batch``; returns the loss terms (see module docstring)."""
+        losses = self.loss(self(batch), batch)
+        optim_wrapper.update_params(losses["loss"])
+        return losses
 
     def provenance(self) -> dict:
         """What a report must say about this model (backbone, weights)."""

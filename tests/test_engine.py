@@ -87,3 +87,32 @@ def test_changed_configuration_never_resumes(frames, tmp_path):
     _, summary = _run(frames, tmp_path / "w", 1, fingerprint="two")
     assert summary["iters"] == 3  # trained from scratch, not "already done"
     assert json.loads((tmp_path / "w" / "run.json").read_text())["fingerprint"] == "two"
+
+
+def test_the_method_owns_its_optimisation_step():
+    """MethodModel.train_step runs the method's own train_step (e.g. QAD's weight perturbation)."""
+    from mmengine.optim import OptimWrapper
+
+    from benchmark.engine import MethodModel
+    from benchmark.method import Method
+
+    class Counting(Method):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.steps = 0
+
+        def forward(self, batch):
+            return {"logit": self.w.expand(batch["image"].shape[0])}
+
+        def train_step(self, batch, optim_wrapper):
+            self.steps += 1
+            return super().train_step(batch, optim_wrapper)
+
+    method = Counting()
+    model = MethodModel(method)
+    wrapper = OptimWrapper(torch.optim.SGD(method.parameters(), lr=1.0))
+    data = {"image": torch.zeros(2, 3, 4, 4, dtype=torch.uint8), "label": torch.tensor([1, 1])}
+    log = model.train_step(data, wrapper)
+    assert method.steps == 1 and set(log) == {"loss", "bce"}
+    assert method.w.item() > 0  # BCE toward label 1 pushed the logit up: the step was taken
