@@ -1,8 +1,10 @@
 """Contract tests run on EVERY registered method, each built from its params.yaml defaults.
 
 A newly registered method is covered automatically. The batch gives what ``requires`` asks
-for among the capabilities this file knows (KNOWN_CAPABILITIES); a method asking for more
-is skipped with that reason until the batch below learns to provide it.
+for among the capabilities this file knows (KNOWN_CAPABILITIES: indicator levels, a JPEG-
+degraded copy of each image as its quality pair, and a manipulation label consistent with
+the fake label); a method asking for more is skipped with that reason until ``make_batch``
+learns to provide it.
 """
 from __future__ import annotations
 
@@ -15,17 +17,19 @@ import pytest
 import torch
 import yaml
 
+from mmengine.optim import OptimWrapper
+
 from benchmark import registry
 from benchmark.io import load_tensors, save_tensors
+from benchmark.perturb import jpeg
 from benchmark.registry import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 SIZE = int(PARAMS["extract"]["size"])  # the model input size of the default grid
 K = int(PARAMS["indicators"]["k"])
-KNOWN_CAPABILITIES = {"indicator_levels"}
-
-
+KNOWN_CAPABILITIES = {"indicator_levels", "quality_pair", "manipulation_label"}
+PAIR_JPEG_QUALITY = 20  # the test's "other quality" of a frame
 
 
 def method_names() -> list[str]:
@@ -61,7 +65,29 @@ def make_batch(model, n: int = 4, seed: int = 0) -> dict:
         batch["vqi_level"] = torch.randint(1, K + 1, (n,), generator=g)
         batch["fii_level"] = torch.randint(1, K + 1, (n,), generator=g)
         batch["vqi_level"][0], batch["fii_level"][1] = K, K  # the longest sequence is exercised
+    if "quality_pair" in model.requires:
+        batch["image_pair"] = jpeg_copy(batch["image"], PAIR_JPEG_QUALITY)
+    if "manipulation_label" in model.requires:  # 0 = real; fakes cycle through 1..4 (DF, F2F, FS, NT)
+        batch["manipulation"] = torch.where(batch["label"] == 1, torch.arange(n) % 4 + 1, 0)
     return batch
+
+
+def jpeg_copy(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """The same frames after a JPEG round trip, float in [0, 1] like ``image``."""
+    u8 = (images * 255).round().to(torch.uint8)
+    return torch.stack([jpeg(im, quality) for im in u8]).float() / 255
+
+
+def test_make_batch_provides_every_known_capability():
+    class Wants(torch.nn.Module):
+        requires = frozenset(KNOWN_CAPABILITIES)
+
+    batch = make_batch(Wants(), n=6)
+    assert batch["image_pair"].shape == batch["image"].shape and batch["image_pair"].dtype == torch.float32
+    assert 0 < (batch["image_pair"] - batch["image"]).abs().mean() < 0.5  # degraded, same frames
+    assert batch["manipulation"].dtype == torch.int64
+    assert ((batch["manipulation"] > 0) == (batch["label"] == 1)).all()
+    assert batch["manipulation"].tolist() == [0, 2, 0, 4, 0, 2]
 
 
 def seeded_loss(model, batch, seed: int = 1) -> torch.Tensor:
@@ -99,15 +125,15 @@ def test_every_trainable_parameter_gets_a_gradient(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_optimiser_steps_lower_the_loss_on_a_fixed_batch(name):
+def test_one_train_step_lowers_the_loss_on_a_fixed_batch(name):
     model = build(name).train()
     batch = make_batch(model)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    before = seeded_loss(model, batch).item()
-    for _ in range(3):
-        opt.zero_grad()
-        seeded_loss(model, batch).backward()
-        opt.step()
+    wrapper = OptimWrapper(torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4))
+    with torch.no_grad():
+        before = seeded_loss(model, batch).item()
+    torch.manual_seed(1)
+    terms = model.train_step(batch, wrapper)
+    assert "loss" in terms and torch.isfinite(terms["loss"])
     with torch.no_grad():
         after = seeded_loss(model, batch).item()
     assert after < before, f"loss {before:.4f} -> {after:.4f}"
