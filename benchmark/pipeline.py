@@ -155,6 +155,12 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
     return path
 
 
+def cost(params: dict) -> Path:
+    """results/cost.csv: parameters, GFLOPs, CPU images/s, peak training memory (benchmark/cost.py)."""
+    from benchmark import cost as cost_
+    return cost_.write_cost_table(params)
+
+
 def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
     """Metrics and tables of the grid's protocols and methods (plus any named here),
     so scores left on disk by a method since removed from the grid never show up."""

@@ -36,6 +36,9 @@ def create_backbone(name: str, **kwargs) -> nn.Module:
 
 @METHODS.register_module(name="baseline")
 class Baseline(Method):
+    paper_setting = {"backbone": "convnext_tiny"}  # the DPL paper's ConvNeXt-T, 224 px (cost table)
+    paper_input_size = 224
+
     def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None):
         super().__init__()
         self.backbone_name = backbone

@@ -112,6 +112,8 @@ def _as_channels_first(f: torch.Tensor, model: nn.Module) -> torch.Tensor:
 
 @METHODS.register_module(name="dpl")
 class DPL(Method):
+    paper_setting = {"backbone": "convnext_tiny"}  # the paper's ConvNeXt-T, 224 px (cost table)
+    paper_input_size = 224
     requires = frozenset({"indicator_levels"})
 
     def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None, k: int = 5,
