@@ -4,6 +4,7 @@ One row per (method, setting): ``default`` is the method as params.yaml builds i
 input size (``extract.size``); ``paper`` overrides the constructor with the class attribute
 ``paper_setting`` (a dict, e.g. ``{"backbone": "legacy_xception"}``) at ``paper_input_size``.
 A method that declares neither gets its default row only (a note says so on stderr).
+``cost.settings`` chooses which of the two settings are measured.
 
 Columns (``COLUMNS``):
 - ``params_m``: all parameters of the module, millions;
@@ -44,14 +45,15 @@ def settings(params: dict, name: str) -> list[tuple[str, dict, int]]:
     if name not in params["methods"]:
         raise UserError(f"method {name!r} has no entry under `methods:` in params.yaml; add one with its options")
     default = dict(params["methods"][name] or {})
+    wanted = params.get("cost", {}).get("settings", ["default", "paper"])
     rows = [("default", default, int(params["extract"]["size"]))]
     paper, size = getattr(cls, "paper_setting", None), getattr(cls, "paper_input_size", None)
-    if paper is None or size is None:
+    if "paper" in wanted and (paper is None or size is None):
         print(f"note: {name} declares no paper_setting/paper_input_size; only its default row is measured",
               file=sys.stderr)
-    else:
+    elif "paper" in wanted:
         rows.append(("paper", {**default, **paper}, int(size)))
-    return rows
+    return [r for r in rows if r[0] in wanted]
 
 
 def dummy_batch(model, n: int, size: int, k: int, seed: int = 0) -> dict:

@@ -26,6 +26,9 @@ Deviations from the original:
 - MixBlock (our reading of Fig. 2): 1x1 query convs of both streams -> concat -> BN, ReLU,
   1x1 conv -> two sigmoid spatial maps; each stream adds gamma * (map * other stream), with a
   learnable gamma per stream starting at 0;
+- ``input_size`` is the side of the learnable FAD filters (the paper's: 299); an input of another
+  side uses the DCT and base masks of its own size and the learnable filters resized bilinearly
+  (the paper trains at one fixed size); set it to ``extract.size`` to learn at full resolution;
 - the LFS map (smaller than the image: (S - window) / stride + 1 per side) is resized
   bilinearly to the input size so both streams share their stage resolutions;
 - the FAD bands are fractions of the anti-diagonal index range [0, 2(S-1)] (low: first 1/16,
@@ -73,16 +76,27 @@ def _sigma(x: torch.Tensor) -> torch.Tensor:
 
 
 class FAD(nn.Module):
+    """Learnable band filters of ``size`` x ``size``; another input side S gets the S-point DCT,
+    base masks recomputed at S, and the learnable part resized bilinearly to S x S."""
+
     def __init__(self, size: int, bands):
         super().__init__()
+        self.bands = [tuple(b) for b in bands]
         self.register_buffer("dct", dct_matrix(size))
-        self.register_buffer("base", band_masks(size, bands))
-        self.learn = nn.Parameter(0.1 * torch.randn(len(bands), size, size))
+        self.register_buffer("base", band_masks(size, self.bands))
+        self.learn = nn.Parameter(0.1 * torch.randn(len(self.bands), size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, 3 * bands, S, S)
-        d = self.dct
+        side = x.shape[-1]
+        if x.shape[-2] != side:
+            raise UserError(f"f3net needs square input, got {tuple(x.shape[-2:])}")
+        if side == self.dct.shape[0]:
+            d, base, learn = self.dct, self.base, self.learn
+        else:
+            d, base = dct_matrix(side).to(x), band_masks(side, self.bands).to(x)
+            learn = F.interpolate(self.learn[None], size=(side, side), mode="bilinear", align_corners=False)[0]
         spec = d @ x @ d.T
-        filt = self.base + _sigma(self.learn)  # (B, S, S)
+        filt = base + _sigma(learn)  # (B, S, S)
         parts = d.T @ (spec.unsqueeze(1) * filt.unsqueeze(1)) @ d  # (N, B, 3, S, S)
         return parts.flatten(1, 2)
 
@@ -142,11 +156,7 @@ class F3Net(Method):
         self.head = nn.Linear(2 * self.fad_stream.channels[-1], 1)
 
     def forward(self, batch: dict) -> dict:
-        x = batch["image"]
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            raise UserError(f"f3net was built for {self.input_size} px input, got {tuple(x.shape[-2:])}; "
-                            "set methods.f3net.input_size to extract.size")
-        x = self.normalize(x)
+        x = self.normalize(batch["image"])
         a = self.fad(x)
         b = F.interpolate(self.lfs(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
         for i, (sa, sb) in enumerate(zip(self.fad_stream.stages, self.lfs_stream.stages)):

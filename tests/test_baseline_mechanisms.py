@@ -81,6 +81,19 @@ def test_f3net_fad_bands_sum_back_to_the_image_when_filters_are_zero():
     assert fad.learn.requires_grad and not any(b.requires_grad for b in fad.buffers())
 
 
+def test_f3net_fad_runs_at_another_input_size():
+    torch.manual_seed(0)
+    fad = FAD(16, [(0, 1 / 16), (1 / 16, 1 / 8), (1 / 8, 1)])
+    x = torch.rand(1, 3, 24, 24)
+    fad(x).sum().backward()
+    assert fad.learn.grad is not None and fad.learn.grad.abs().sum() > 0  # resized filters still learn
+    with torch.no_grad():
+        fad.learn.zero_()
+        assert torch.allclose(fad(x).view(1, 3, 3, 24, 24).sum(1), x, atol=1e-5)  # 24-point bands partition
+    with pytest.raises(benchmark.errors.UserError, match="square"):
+        fad(torch.rand(1, 3, 16, 24))
+
+
 def test_f3net_lfs_of_a_flat_image():
     lfs = LFS(window=10, stride=2, bands=6)
     with torch.no_grad():

@@ -94,3 +94,11 @@ def test_every_grid_method_declares_its_paper_setting():
         rows = cost.settings(PARAMS, name)
         assert [r[0] for r in rows] == ["default", "paper"], name
         assert rows[1][1]["backbone"] != rows[0][1]["backbone"] or rows[1][2] != rows[0][2], name
+
+
+def test_cost_settings_choose_the_rows():
+    params = copy.deepcopy(PARAMS)
+    params["cost"]["settings"] = ["default"]
+    assert [r[0] for r in cost.settings(params, "f3net")] == ["default"]
+    params["cost"]["settings"] = ["paper"]
+    assert [(r[0], r[1]["backbone"], r[2]) for r in cost.settings(params, "f3net")] == [("paper", "legacy_xception", 299)]
