@@ -14,15 +14,15 @@ Columns (``COLUMNS``):
 - ``images_per_s``: CPU eval-mode inference, ``cost.batch_size`` images per call, best of
   ``cost.iters`` timed calls after one warm-up call, with torch's current thread count;
 - ``train_peak_mb``: one training step (``method.train_step`` with Adam through mmengine's
-  OptimWrapper, batch ``cost.batch_size``) in a fresh Python subprocess, measured as the
-  process's peak resident set (``ru_maxrss``) minus its resident set just before the model
-  was built (after imports), so the interpreter and libraries are not counted and no other
-  measurement of this run leaks into it.
+  OptimWrapper, batch ``cost.batch_size``) in a fresh Python subprocess: its peak resident set
+  (``VmHWM`` of /proc/self/status, reset to the current size through /proc/self/clear_refs
+  just before the model is built) minus its resident set at that moment, so the interpreter,
+  the libraries and their import-time peak are not counted. ``ru_maxrss`` is not used: Linux
+  carries it over ``execve`` from the parent, so a child would report the parent's peak.
 """
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -118,18 +118,24 @@ def train_peak_mb(name: str, kwargs: dict, size: int, n: int, k: int) -> float:
 def _probe(job: dict) -> float:
     from mmengine.optim import OptimWrapper
     registry.load_all()
-    before_mb = _rss_mb()
+    before_mb = _status_mb("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+    except OSError:
+        pass  # kernels without it: VmHWM then also holds the import-time peak (an overestimate)
     model = build(job["name"], job["kwargs"]).train()
     batch = dummy_batch(model, job["n"], job["size"], job["k"])
     wrapper = OptimWrapper(torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4))
     model.train_step(batch, wrapper)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return peak_mb - before_mb
+    return _status_mb("VmHWM") - before_mb
 
 
-def _rss_mb() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize() / 2**20
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (Linux), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise UserError(f"/proc/self/status has no {field}; peak training memory needs Linux")
 
 
 def cost_table(params: dict, methods: list[str] | None = None) -> pd.DataFrame:
