@@ -22,8 +22,6 @@ Deviations:
   continues through its exit flow afterwards);
 - the decoder is nearest-neighbour upsampling + 3x3 convolutions to the input size, predicting
   the normalised image; L_rec is the mean absolute error over real samples (0 with no real);
-- the original adds Gaussian noise to the input during training; here ``input_noise`` (std,
-  in normalised units, default 0 = off) makes it optional;
 - L_metric (a reading of the paper's loss): mean cosine distance (1 - cos) over real-real
   pairs + mean max(0, cos - ``metric_margin``) over real-fake pairs of the pooled encoder
   embeddings;
@@ -108,7 +106,7 @@ class Decoder(nn.Module):
 class RECCE(Method):
     def __init__(self, backbone: str = "legacy_xception", pretrained: str | None = None,
                  lambda_rec: float = 0.1, lambda_metric: float = 0.1, metric_margin: float = 0.0,
-                 input_noise: float = 0.0, graph_dim: int = 64, decoder_width: int = 64):
+                 graph_dim: int = 64, decoder_width: int = 64):
         super().__init__()
         self.backbone_name = backbone
         self.backbone = create_backbone(backbone, features_only=True, out_indices=(-1,))
@@ -121,12 +119,11 @@ class RECCE(Method):
                                        nn.Conv2d(16, 1, 3, padding=1))
         self.head = nn.Linear(ch, 1)
         self.lambda_rec, self.lambda_metric = float(lambda_rec), float(lambda_metric)
-        self.metric_margin, self.input_noise = float(metric_margin), float(input_noise)
+        self.metric_margin = float(metric_margin)
 
     def forward(self, batch: dict) -> dict:
         x = self.normalize(batch["image"])
-        noisy = x + self.input_noise * torch.randn_like(x) if self.training and self.input_noise > 0 else x
-        f = self.backbone(noisy)[-1]
+        f = self.backbone(x)[-1]
         f_dec, recon = self.decoder(f, x.shape[-2:])
         fused = self.graph(f, f_dec)
         att = torch.sigmoid(self.attention((recon - x).abs()))  # reconstruction-guided attention
