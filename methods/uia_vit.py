@@ -27,6 +27,8 @@ Deviations and readings:
   statistics (the first batch with reals sets it), with ``gauss_eps`` * I added to the
   covariance; layer indices are 1-based block numbers; defaults of ``feature_layer``,
   ``attention_layers``, ``mask_threshold`` and ``lambda_pcl`` are readings of the paper;
+- inputs of another size than ``img_size`` are accepted (timm's ``dynamic_img_size``:
+  bicubic interpolation of the position embedding);
 - PCWA weights: mean over heads and ``attention_layers`` of the class token's attention to
   each patch, renormalised;
 - single fake logit with binary cross-entropy; random initialisation unless ``pretrained``
@@ -88,7 +90,8 @@ class UIAViT(Method):
         super().__init__()
         extra = {k: v for k, v in {"patch_size": patch_size, "depth": depth}.items() if v is not None}
         self.backbone_name = backbone
-        self.vit = create_backbone(backbone, img_size=img_size, num_classes=0, **extra)
+        # dynamic_img_size: other input sizes interpolate the position embedding (timm)
+        self.vit = create_backbone(backbone, img_size=img_size, num_classes=0, dynamic_img_size=True, **extra)
         self.weights = load_pretrained(self.vit, pretrained)
         n_blocks = len(self.vit.blocks)
         layers = [feature_layer, *attention_layers]

@@ -73,3 +73,10 @@ def test_gaussian_is_estimated_from_real_patches_only_in_training():
 def test_layers_outside_the_vit_are_a_user_error():
     with pytest.raises(UserError, match="block numbers"):
         UIAViT(backbone="test_vit", img_size=32, patch_size=8, feature_layer=1, attention_layers=(99,))
+
+
+def test_other_input_sizes_are_accepted():
+    model = _model().eval()
+    with torch.no_grad():
+        out = model({"image": torch.rand(2, 3, 48, 48)})
+    assert out["logit"].shape == (2,) and out["patch_attention"].shape == (2, 36, 36)
