@@ -24,6 +24,9 @@ TINY = {
     "train.epochs": 1,
     "train.batch_size": 8,
     "methods.dpl.hidden": 16,
+    # the two reference methods and those that use the engine's capabilities (quality_pair,
+    # manipulation_label); every method is covered by tests/test_methods.py
+    "grid.methods": ["baseline", "dpl", "qad", "ucf"],
 }
 
 
@@ -61,7 +64,7 @@ def test_repro_writes_the_contracted_outputs(project):
     proj, _ = project
     metrics = pd.read_csv(proj / "results/metrics.csv")
     assert list(metrics.columns) == COLUMNS
-    assert set(metrics["method"]) == {"baseline", "dpl"}
+    assert set(metrics["method"]) == set(TINY["grid.methods"])
     assert set(metrics["test_set"]) == {"c23", "c40"} and set(metrics["level"]) == {"frame", "video"}
     headline = metrics[metrics["severity"].isna()]
     assert set(headline["subset"]) == {"DF", "F2F", "FS", "NT", "all"}
