@@ -118,6 +118,8 @@ class LevelsPreprocessor(BaseDataPreprocessor):
             vqi, fii = self._levels[0](images)
             data["vqi_level"], data["fii_level"] = vqi, fii
         data["image"] = images.float().div_(255)
+        if "image_pair" in data:  # capability quality_pair (TrainFrames)
+            data["image_pair"] = data["image_pair"].float().div_(255)
         return {"batch": data}
 
 

@@ -125,9 +125,11 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     spec = parse_train_set(train_set, params)
     rows = _manifest(spec["dataset"], spec["quality"], spec["split"])
     augment = perturb.RandomJPEG() if params["train"]["jpeg_aug"] else None
-    data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment)
     torch.manual_seed(seed)
     model = build_method(params, method)
+    data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
+                       pair_manifest=_pair_manifest(spec) if "quality_pair" in model.requires else None,
+                       manipulation="manipulation_label" in model.requires)
     indicator = _indicator(params, spec["dataset"])
     out = model_dir(train_set, method, seed)
     engine.train(model, data, out, params["train"], seed, levels=indicator.levels,
@@ -240,6 +242,17 @@ def _manifest(dataset: str, quality: str, split: str) -> pd.DataFrame:
     if rows.empty:
         raise UserError(f"{path} has no {quality} {split} frames; check extract.qualities in params.yaml")
     return rows
+
+
+def _pair_manifest(spec: dict) -> pd.DataFrame | None:
+    """Capability quality_pair: the train frames at c40, else raw (None: neither extracted;
+    TrainFrames then pairs each frame with a JPEG copy of itself)."""
+    m = pd.read_parquet(faces_dir(spec["dataset"]) / "manifest.parquet")
+    for quality in ("c40", "raw"):
+        rows = m[(m["quality"] == quality) & (m["split"] == spec["split"])]
+        if quality != spec["quality"] and not rows.empty:
+            return rows
+    return None
 
 
 def _indicator(params: dict, dataset: str):

@@ -10,7 +10,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from benchmark.data.layout import FOLDERS
 from benchmark.errors import UserError
+from benchmark.perturb import jpeg
 
 
 def read_crop(path: Path) -> np.ndarray:
@@ -25,25 +27,66 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
+#: ``manipulation`` ids of the batch (benchmark/method.py): 0 real, then FOLDERS order.
+MANIPULATION_IDS = {"real": 0, **{code: i + 1 for i, code in enumerate(FOLDERS)}}
+#: quality of the fallback pair when no other quality of a frame was extracted (c40-like).
+PAIR_JPEG_RANGE = (13, 29)
+
+
 class TrainFrames(Dataset):
     """Crops for training. ``augment(img, rng)`` is seeded by (seed, epoch, index),
-    so an epoch sees the same augmentation whether or not training was resumed."""
+    so an epoch sees the same augmentation whether or not training was resumed.
+
+    Capabilities a method may ask for (``Method.requires``):
+
+    * ``pair_manifest`` (``quality_pair``): rows of the same frames at another quality; item
+      ``image_pair`` is the crop of the same ``(video_id, frame_idx)`` there, un-augmented.
+      A frame without a counterpart is paired with a JPEG copy of its own (clean) crop at a
+      quality drawn from ``PAIR_JPEG_RANGE``, seeded by (seed, epoch, index).
+    * ``manipulation=True`` (``manipulation_label``): item ``manipulation``, int64 in
+      ``MANIPULATION_IDS``.
+    """
 
     def __init__(self, manifest: pd.DataFrame, faces_dir: Path, seed: int,
-                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None):
+                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                 pair_manifest: pd.DataFrame | None = None, manipulation: bool = False):
         self.rows = manifest.reset_index(drop=True)
         self.faces_dir = Path(faces_dir)
         self.seed, self.augment, self.epoch = seed, augment, 0
+        self.pair_paths = None
+        if pair_manifest is not None:
+            lookup = {(v, int(f)): p for v, f, p in pair_manifest[["video_id", "frame_idx", "path"]].itertuples(index=False)}
+            self.pair_paths = [lookup.get((v, int(f))) for v, f in self.rows[["video_id", "frame_idx"]].itertuples(index=False)]
+        self.manipulation = None
+        if manipulation:
+            unknown = sorted(set(self.rows["manipulation"]) - set(MANIPULATION_IDS))
+            if unknown:
+                raise UserError(f"manifest manipulation values {unknown} unknown; expected {sorted(MANIPULATION_IDS)}")
+            self.manipulation = self.rows["manipulation"].map(MANIPULATION_IDS).to_numpy()
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, idx: int) -> dict:
         row = self.rows.iloc[idx]
-        img = read_crop(self.faces_dir / row.path)
+        clean = read_crop(self.faces_dir / row.path)
+        img = clean
         if self.augment is not None:
-            img = self.augment(img, np.random.default_rng([self.seed, self.epoch, idx]))
-        return {"image": to_tensor(img), "label": torch.tensor(int(row.label))}
+            img = self.augment(clean, np.random.default_rng([self.seed, self.epoch, idx]))
+        item = {"image": to_tensor(img), "label": torch.tensor(int(row.label))}
+        if self.pair_paths is not None:
+            item["image_pair"] = to_tensor(self._pair(clean, idx))
+        if self.manipulation is not None:
+            item["manipulation"] = torch.tensor(int(self.manipulation[idx]))
+        return item
+
+    def _pair(self, clean: np.ndarray, idx: int) -> np.ndarray:
+        path = self.pair_paths[idx]
+        if path is not None:
+            return read_crop(self.faces_dir / path)
+        lo, hi = PAIR_JPEG_RANGE
+        rng = np.random.default_rng([self.seed, self.epoch, idx, 1])  # 1: not the augmentation's stream
+        return jpeg(clean, int(rng.integers(lo, hi + 1)))
 
 
 class ConditionedFrames(Dataset):
