@@ -14,7 +14,8 @@ Deviations from the original:
 - weights start from random initialisation unless the user gives a local file
   (``pretrained: path``); the paper starts from ImageNet weights;
 - the head is timm's own pooling (+ its final norm for ConvNeXt) followed by one linear
-  output (a single fake logit instead of a two-way softmax).
+  output (a single fake logit instead of a two-way softmax);
+- ``backbone_kwargs`` are passed to timm (e.g. ``img_size``/``window_size`` for a 64-px Swin).
 """
 from __future__ import annotations
 
@@ -36,10 +37,11 @@ def create_backbone(name: str, **kwargs) -> nn.Module:
 
 @METHODS.register_module(name="baseline")
 class Baseline(Method):
-    def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None):
+    def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None,
+                 backbone_kwargs: dict | None = None):
         super().__init__()
         self.backbone_name = backbone
-        self.backbone = create_backbone(backbone, num_classes=0)  # pooled features (N, C)
+        self.backbone = create_backbone(backbone, num_classes=0, **(backbone_kwargs or {}))  # pooled (N, C)
         self.weights = load_pretrained(self.backbone, pretrained)
         self.head = nn.Linear(self.backbone.num_features, 1)
 
