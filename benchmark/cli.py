@@ -20,6 +20,7 @@ VERBS = {
     "evaluate": (("method", "protocol"), {"seed": 0}),
     "report": ((), {}),
     "run": (("protocol",), {"method": None}),
+    "analyze": (("method",), {"seed": 0, "protocol": "cross_quality"}),
     "list": ((), {}),
 }
 HELP = "usage: python -m benchmark {" + ",".join(VERBS) + "} [key=value ...]"

@@ -204,6 +204,12 @@ def _in_order(todo, params):
         yield stage, args
 
 
+def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_quality") -> list[Path]:
+    """Per-step AUC, FSM positions and indicator-level histograms (benchmark.analysis)."""
+    from benchmark import analysis
+    return analysis.analyze(params, method=method, seed=seed, protocol=protocol)
+
+
 # ---------------------------------------------------------------- helpers
 STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators,
                    "train": train, "evaluate": evaluate}

@@ -105,6 +105,8 @@ class GaussianPositions(nn.Module):
     def evaluate(self, pooled_seq: torch.Tensor, actions: torch.Tensor):
         """log p_Phi(l_t | f_t) and the entropy of N(mu_t, sigma_t) for given states (N, T, c)
         and actions (N, T): the whole batch at once, one GRU step per time step."""
+        if actions.shape[1] == 0:  # k = 1: no FSM step, nothing to score
+            return actions.new_zeros(actions.shape), actions.new_zeros(actions.shape)
         h, logp, ent = None, [], []
         for t in range(actions.shape[1]):
             mu, sigma, h = self.step(pooled_seq[:, t], h)

@@ -24,6 +24,7 @@ TINY = {
     "train.epochs": 1,
     "train.batch_size": 8,
     "methods.dpl.hidden": 16,
+    "methods.dpl.stage2_epochs": 1,
 }
 
 
