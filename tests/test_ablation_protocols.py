@@ -57,3 +57,11 @@ def test_the_table_has_the_paper_shape():
     # DPL was i = 0: 50.00 on c40, 60.00 on c23; the baseline i = 5: 55.00, 65.00
     assert [c.text for c in table.rows[-1][1]] == ["50.00", "60.00"]
     assert [c.text for c in table.rows[0][1]] == ["55.00", "65.00"]
+
+
+def test_list_shows_the_variants(capsys, monkeypatch):
+    from benchmark import cli
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "dpl_wo_vqpl (dpl)" in out and "baseline_resnet18 (baseline)" in out and "ablation_components" in out
