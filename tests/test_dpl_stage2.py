@@ -197,3 +197,32 @@ def test_a_variant_key_follows_its_base():
     base = pipeline.stage_key("train", params, **args)
     assert pipeline.stage_key("train", config.load_params({"methods.dpl.hidden": "8"}), **args) != base
     assert pipeline.stage_key("train", config.load_params({"methods.baseline.backbone": "resnet18"}), **args) == base
+
+
+@pytest.mark.parametrize("mode,expected", [
+    # labels 0 0 1; step predictions wrong where P(fake) >= .5 disagrees with the label.
+    # step: s0 steps 1-2 wrong: mean(H(.5), H(.75)) = .627741; s1 all 3 wrong: H(.5) = .693147;
+    #       s2 only step 2 (logit -3) wrong: H(sigmoid(-3)) = .190865      -> 1.511753 / 3
+    ("step", 0.503918),
+    # final: s0 (final LN3, label 0) and s1 (final 0, label 0) hard, s2 (final 9) not -> 1.320888 / 3
+    ("final", 0.440296),
+])
+def test_hard_sample_readings_by_hand(mode, expected):
+    out = {"logit": torch.tensor([LN3, 0.0, 9.0]), "last_step": torch.tensor([2, 3, 3]),
+           "step_logits": torch.tensor([[0.0, LN3, 5.0], [0.0, 0.0, 0.0], [LN3, -3.0, 9.0]])}
+    model = DPL(**TINY, k=3, hard_samples=mode)
+    assert model.loss(out, {"label": torch.tensor([0, 0, 1])})["lreg"].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_step_prediction_readings():
+    torch.manual_seed(0)
+    cum = DPL(**TINY).eval()
+    hid = DPL(**TINY, step_prediction="hidden").eval()
+    hid.load_state_dict(cum.state_dict())
+    b = batch(3, levels=[5, 5, 2])
+    with torch.no_grad():
+        a, h = cum(b), hid(b)
+    torch.testing.assert_close(a["step_logits"][:, 0], h["step_logits"][:, 0])  # one step: sum = state
+    assert not torch.allclose(a["step_logits"][:, 1:], h["step_logits"][:, 1:])
+    # the final logit is each reading's prediction at the last effective step
+    torch.testing.assert_close(h["logit"], h["step_logits"][torch.arange(3), h["last_step"] - 1])
