@@ -226,3 +226,25 @@ def test_step_prediction_readings():
     assert not torch.allclose(a["step_logits"][:, 1:], h["step_logits"][:, 1:])
     # the final logit is each reading's prediction at the last effective step
     torch.testing.assert_close(h["logit"], h["step_logits"][torch.arange(3), h["last_step"] - 1])
+
+
+def _backbone_swaps():
+    params = config.load_params()
+    return sorted(n for n in pipeline.method_variants(params)
+                  if pipeline.resolve_method(params, n)[1].get("backbone")
+                  != params["methods"][pipeline.resolve_method(params, n)[0]].get("backbone"))
+
+
+@pytest.mark.parametrize("name", _backbone_swaps())
+def test_variant_backbones_build(name):
+    """Tab. 6: each backbone swap builds at 64 px and takes one training step."""
+    params = config.load_params({"methods.dpl.hidden": "16", "methods.dpl.policy_hidden": "8"})
+    torch.manual_seed(0)
+    model = pipeline.build_method(params, name).train()
+    b = batch(2)
+    b["image"] = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    losses = model.train_step(b, OptimWrapper(torch.optim.Adam(trainable, lr=1e-3)))
+    assert torch.isfinite(losses["loss"]) and any(not torch.equal(a, p) for a, p in zip(before, trainable))
+    assert model.provenance()["backbone"] == pipeline.resolve_method(params, name)[1]["backbone"]
