@@ -39,8 +39,9 @@ Ambiguities, each a parameter (paper reading as default):
 Deviations:
 - l_t is clamped to [0, 1] and scaled to an integer start in {0..c-delta}, so the window fits
   inside the c channels (the paper scales to [0, c] and leaves the overflow unspecified).
-  delta = round(c*delta_frac). Eval mode uses l_t = mu_t (``policy_eval_sample`` false); stage
-  I's eval positions are one EVAL_SEED sequence shared by the batch.
+  delta = round(c*delta_frac). At test time Phi (when stage II exists) gives l_t = mu_t
+  (``policy_eval_sample`` false); without stage II the randomizer draws one EVAL_SEED sequence
+  shared by the batch, so a score never depends on batch size or order.
 - The GRUs and Phi only see avgpool(f_t); since M_t is constant over (h, w) the FSM runs on
   the pooled (N, c) tensor. ``fsm_recursive: true`` as printed; false uses f_{t+1} =
   f_1 - M_t * avgpool(f_1) (with the printed recursion, the surviving channels are the
@@ -52,7 +53,8 @@ Deviations:
   (with weight 1 the Gaussian entropy term, unbounded in sigma, dominates rewards of size
   ~0.01 and drives Phi to a flat policy); Phi's width ``policy_hidden`` is not in the paper.
 - Tab. 9 (``image_features``: concat_psi | add_psi | add_branches): the CLIP image tower
-  from ``clip_weights`` (a local open_clip checkpoint of ``clip_model``); without weights a
+  from ``clip_weights`` (a local open_clip checkpoint of ``clip_model``, e.g. the file given
+  to ``indicators.weights``, so detector and indicator share one CLIP); without weights a
   frozen random-init conv encoder stands in and ``provenance()`` says "stand-in, not CLIP".
 - Focal loss without the alpha weight; Psi is timm's model with ``num_classes=0,
   global_pool=''``; ``backbone_kwargs`` go to timm (e.g. a 64-px Swin); random init unless
