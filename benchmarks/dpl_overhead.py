@@ -10,7 +10,10 @@ k steps for the batch). Each (variant, device) runs in a fresh subprocess so one
 the other's allocator high-water mark.
 
 - Time: median over ``--iters`` steps after ``--warmup`` steps; on CUDA each step is bracketed
-  by ``torch.cuda.synchronize()``.
+  by ``torch.cuda.synchronize()`` and the ratio uses wall time. On the CPU the ratio uses the
+  step's process CPU time (``time.process_time``, user + system of all threads): on a shared
+  machine wall time mostly measures waiting for a core, CPU time the work done. Wall time is
+  printed too. Run with ``OMP_NUM_THREADS=1`` on a busy machine.
 - Memory, CPU: the process's peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``)
   at the end, minus the resident set measured (``/proc/self/statm``) after importing torch and
   timm and before building the model: what the model, its gradients, the optimiser-free step
@@ -71,20 +74,23 @@ def measure(variant: str, device: str, backbone: str, size: int, batch: int, ite
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     for _ in range(iters):
         if cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     if cuda:
         mem_mib = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
         mem_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    return {"variant": variant, "device": device, "seconds": statistics.median(times), "memory_mib": mem_mib}
+    wall, cpu = statistics.median(times), statistics.median(cpu_times)
+    return {"variant": variant, "device": device, "wall_seconds": wall, "cpu_seconds": cpu,
+            "seconds": wall if cuda else cpu, "memory_mib": mem_mib}
 
 
 def _child(variant: str, device: str, args) -> dict:
@@ -119,9 +125,12 @@ def main(argv=None) -> None:
     for device in devices:
         base, dpl = _child("backbone", device, args), _child("dpl", device, args)
         for r in (base, dpl):
-            print(f"{device} {r['variant']:8s} step={r['seconds']:.3f}s peak_memory={r['memory_mib']:.0f}MiB")
+            print(f"{device} {r['variant']:8s} step_wall={r['wall_seconds']:.3f}s step_cpu={r['cpu_seconds']:.3f}s "
+                  f"peak_memory={r['memory_mib']:.0f}MiB")
         last = (dpl["seconds"] / base["seconds"], dpl["memory_mib"] / base["memory_mib"])
-        print(f"{device} ratios: time={last[0]:.3f} memory={last[1]:.3f}")
+        wall = dpl["wall_seconds"] / base["wall_seconds"]
+        print(f"{device} ratios: time={last[0]:.3f} ({'wall' if device.startswith('cuda') else 'cpu time'}; "
+              f"wall {wall:.3f}) memory={last[1]:.3f}")
     print(f"time_ratio={last[0]:.3f} memory_ratio={last[1]:.3f}")
 
 
