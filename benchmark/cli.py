@@ -21,6 +21,7 @@ VERBS = {
     "report": ((), {}),
     "cost": ((), {}),
     "run": (("protocol",), {"method": None}),
+    "analyze": (("method",), {"seed": 0, "protocol": "cross_quality"}),
     "list": ((), {}),
 }
 HELP = "usage: python -m benchmark {" + ",".join(VERBS) + "} [key=value ...]"
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         verb, args, overrides = parse(sys.argv[1:] if argv is None else argv)
         params = config.load_params(overrides)
         if args.get("method") is not None:  # validate names before any work starts
-            registry.get(registry.METHODS, args["method"])
+            pipeline.resolve_method(params, args["method"])  # a registered method or a variant
         if args.get("protocol") is not None:
             config.load_protocol(args["protocol"])
         return dispatch(verb, args, params)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(verb: str, args: dict, params: dict) -> int:
     if verb == "list":
-        print_choices()
+        print_choices(params)
         return 0
     if verb == "run":
         outs = pipeline.run(params, args["protocol"], [args["method"]] if args["method"] else None)
@@ -82,9 +83,10 @@ def dispatch(verb: str, args: dict, params: dict) -> int:
     return 0
 
 
-def print_choices() -> None:
+def print_choices(params: dict | None = None) -> None:
     rows = {
         "methods": registry.choices(registry.METHODS),
+        "method variants": [f"{n} ({root})" for n, root in pipeline.method_variants(params or {"methods": {}}).items()],
         "protocols": config.protocol_names(),
         "datasets": registry.choices(registry.DATASETS),
         "indicator backends": registry.choices(registry.INDICATORS),

@@ -149,6 +149,8 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
     ``cfg`` is params.yaml ``train``. Resumes from ``work_dir``'s last
     checkpoint when one exists for the same ``fingerprint``; writes
     ``model.pt`` (the method's tensors only) and ``train.json`` at the end.
+    A method with several ``training_stages`` runs each as its own Runner
+    under ``work_dir/<stage>/`` (see ``run_stages``).
     """
     work_dir = Path(work_dir)
     run_file = work_dir / "run.json"
@@ -159,14 +161,60 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
     dataset.seed = seed
     loader = DataLoader(dataset, batch_size=cfg["batch_size"], num_workers=cfg.get("num_workers", 0),
                         sampler=DefaultSampler(dataset, shuffle=True, seed=seed), drop_last=False)
-    opt = dict(cfg["optimizer"])
+    start = time.perf_counter()
+    stages = run_stages(method, loader, work_dir, cfg, seed, levels)
+    summary = {
+        "epochs": sum(s["epochs"] for s in stages), "iters": sum(s["iters"] for s in stages),
+        "seconds": round(time.perf_counter() - start, 1), "final_loss": stages[-1]["final_loss"],
+        "provenance": method.provenance(), "fingerprint": fingerprint,
+    }
+    if len(stages) > 1:
+        summary["stages"] = stages
+    io.save_tensors(work_dir / "model.pt", method.state_dict())
+    io.write_json(work_dir / "train.json", summary)
+    return summary
+
+
+def run_stages(method, loader, work_dir: Path, cfg: dict, seed: int, levels=None) -> list[dict]:
+    """Run ``method.training_stages(cfg["epochs"])`` in order, each its own resumable Runner.
+
+    One stage trains in ``work_dir`` itself; several in ``work_dir/<name>/``. Before a stage
+    ``method.set_stage(name)`` freezes what it does not train; the optimiser holds only the
+    parameters left trainable. A later stage starts from the previous stage's last epoch, or
+    from the epoch ``method.stage_checkpoint(name)`` names (then the previous stage keeps
+    every epoch's checkpoint); a stage with its own checkpoint resumes from that instead.
+    """
+    plan = method.training_stages(cfg["epochs"])
+    out = []
+    for i, (name, epochs) in enumerate(plan):
+        stage_dir = work_dir if len(plan) == 1 else work_dir / name
+        nxt = plan[i + 1][0] if i + 1 < len(plan) else None
+        keep_all = nxt is not None and method.stage_checkpoint(nxt) is not None
+        method.set_stage(name)
+        pick = method.stage_checkpoint(name)
+        if i > 0 and pick is not None:
+            ckpt = work_dir / plan[i - 1][0] / f"epoch_{pick}.pth"
+            if not ckpt.is_file():
+                raise UserError(f"stage {name} should start from {ckpt}, which does not exist; "
+                                f"choose an epoch of stage {plan[i - 1][0]} (1..{plan[i - 1][1]}) or 'last'")
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+            method.load_state_dict({k[len("method."):]: v for k, v in state.items() if k.startswith("method.")})
+        out.append({"stage": name, **_run_one(method, loader, stage_dir, cfg, epochs, seed, levels, keep_all)})
+    return out
+
+
+def _run_one(method, loader, work_dir: Path, cfg: dict, epochs: int, seed: int, levels, keep_all: bool) -> dict:
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import OPTIMIZERS
+    params = [p for p in method.parameters() if p.requires_grad]
+    optimizer = OPTIMIZERS.build({**cfg["optimizer"], "params": params})
     runner = Runner(
         model=MethodModel(method, levels),
         work_dir=str(work_dir),
         train_dataloader=loader,
-        train_cfg=dict(by_epoch=True, max_epochs=cfg["epochs"]),
-        optim_wrapper=dict(optimizer=opt),
-        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=1),
+        train_cfg=dict(by_epoch=True, max_epochs=epochs),
+        optim_wrapper=OptimWrapper(optimizer=optimizer),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=-1 if keep_all else 1),
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
         custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
                       dict(type="ProgressHook")],
@@ -180,14 +228,14 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
     )
     start = time.perf_counter()
     runner.train()
-    summary = {
-        "epochs": cfg["epochs"], "iters": runner.iter, "seconds": round(time.perf_counter() - start, 1),
-        "final_loss": float(runner.message_hub.get_scalar("train/loss").current()),
-        "provenance": method.provenance(), "fingerprint": fingerprint,
-    }
-    io.save_tensors(work_dir / "model.pt", method.state_dict())
-    io.write_json(work_dir / "train.json", summary)
-    return summary
+    return {"epochs": epochs, "iters": runner.iter, "seconds": round(time.perf_counter() - start, 1),
+            "final_loss": _last_loss(runner)}
+
+
+def _last_loss(runner) -> float:
+    """The last logged training loss; NaN when the stage was already complete (nothing ran)."""
+    scalar = runner.message_hub.log_scalars.get("train/loss")
+    return float(scalar.current()) if scalar is not None else float("nan")
 
 
 def load_trained(method, work_dir: Path):

@@ -24,6 +24,10 @@ A method whose step is special (e.g. adversarial weight perturbation) overrides
 it; ``optim_wrapper`` is mmengine's ``OptimWrapper`` (``update_params``,
 ``backward``, ``step``, ``zero_grad``, ``optimizer``).
 
+A method trained in several stages (DPL's stage I and II) declares
+``training_stages(epochs)`` -> [(name, epochs)], ``set_stage(name)`` and
+``stage_checkpoint(name)``; the engine runs one Runner per stage (engine.run_stages).
+
 Capabilities the engine provides on request are named in ``requires``; generic
 code checks capabilities, never a method's name.
 """
@@ -65,6 +69,17 @@ class Method(nn.Module):
         losses = self.loss(self(batch), batch)
         optim_wrapper.update_params(losses["loss"])
         return losses
+
+    def training_stages(self, epochs: int) -> list[tuple[str, int]]:
+        """The training schedule as (stage name, epochs); default one stage of ``train.epochs``."""
+        return [("train", int(epochs))]
+
+    def set_stage(self, stage: str) -> None:
+        """Prepare ``stage``: freeze what it does not train, switch its objective (default: nothing)."""
+
+    def stage_checkpoint(self, stage: str) -> int | None:
+        """Which epoch of the previous stage ``stage`` starts from; None = its last."""
+        return None
 
     def provenance(self) -> dict:
         """What a report must say about this model (backbone, weights)."""

@@ -64,6 +64,10 @@ def stage_key(stage: str, params: dict, **a) -> str:
     up = [stage_key(s, params, **b) for s, b in upstream(stage, params, **a)]
     if stage == "evaluate":  # the protocol file is an input too
         up.append((Path("protocols") / f"{a['protocol']}.yaml").read_text())
+    if "method" in a:  # a variant is fingerprinted by its resolved options and its root's code
+        root, opts = resolve_method(params, a["method"])
+        params = {**params, "methods": {**params["methods"], a["method"]: {"registered": root, **opts}}}
+        return stamps.fingerprint(stage, params, up, code_args={"method": root}, **a)
     return stamps.fingerprint(stage, params, up, **a)
 
 
@@ -186,6 +190,7 @@ def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> 
 
 def run(params: dict, protocol: str, methods: list[str] | None = None) -> list[Path]:
     """Everything ``protocol`` needs, skipping each stage whose outputs are current."""
+    methods = methods or protocol_methods(config.load_protocol(protocol))
     todo = [("evaluate", {"protocol": protocol, "method": m, "seed": s})
             for m in methods or params["grid"]["methods"] for s in params["grid"]["seeds"]]
     done: set[str] = set()
@@ -207,16 +212,52 @@ def _in_order(todo, params):
         yield stage, args
 
 
+def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_quality") -> list[Path]:
+    """Per-step AUC, FSM positions and indicator-level histograms (benchmark.analysis)."""
+    from benchmark import analysis
+    return analysis.analyze(params, method=method, seed=seed, protocol=protocol)
+
+
 # ---------------------------------------------------------------- helpers
 STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators,
                    "train": train, "evaluate": evaluate}
 
 
+def protocol_methods(proto: dict) -> list[str]:
+    """The methods entries a protocol lists under ``methods:`` (names or {name, label}), else []."""
+    return [str(m["name"] if isinstance(m, dict) else m) for m in proto.get("methods") or []]
+
+
+def resolve_method(params: dict, name: str) -> tuple[str, dict]:
+    """(registered name, options) of the ``methods.<name>`` entry. An entry with ``base: <other
+    entry>`` inherits that entry's options (recursively; its own keys win) and its class."""
+    entries, chain, opts, cur = params["methods"], [], {}, name
+    while True:
+        if cur not in entries:
+            if cur == name:
+                registry.get(registry.METHODS, name)  # an unknown name lists the registered ones
+                raise UserError(f"method {name!r} has no entry under `methods:` in params.yaml; add one with its options")
+            raise UserError(f"methods.{chain[-1]}.base={cur!r} names no entry under `methods:` in params.yaml")
+        if cur in chain:
+            raise UserError(f"methods.{name}: the `base:` chain {' -> '.join(chain + [cur])} is a cycle")
+        chain.append(cur)
+        entry = dict(entries[cur] or {})
+        base = entry.pop("base", None)
+        opts = {**entry, **opts}
+        if base is None:
+            registry.get(registry.METHODS, cur)
+            return cur, opts
+        cur = str(base)
+
+
+def method_variants(params: dict) -> dict[str, str]:
+    """{variant entry: its registered root} for every ``methods`` entry with a ``base``."""
+    return {n: resolve_method(params, n)[0] for n, e in params["methods"].items() if (e or {}).get("base")}
+
+
 def build_method(params: dict, name: str):
-    cls = registry.get(registry.METHODS, name)
-    if name not in params["methods"]:
-        raise UserError(f"method {name!r} has no entry under `methods:` in params.yaml; add one with its options")
-    return cls(**params["methods"][name])
+    root, opts = resolve_method(params, name)
+    return registry.get(registry.METHODS, root)(**opts)
 
 
 def dataset_class(params: dict, dataset: str):

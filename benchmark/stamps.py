@@ -25,13 +25,14 @@ STAGES = {
 }
 
 
-def fingerprint(stage: str, params: dict, upstream: list[str] = (), **args) -> str:
+def fingerprint(stage: str, params: dict, upstream: list[str] = (), code_args: dict | None = None, **args) -> str:
+    """``code_args`` override ``args`` in the code paths only (a method variant's root file)."""
     keys, code = STAGES[stage]
     h = hashlib.sha256(json.dumps([stage, args, list(upstream)], sort_keys=True).encode())
     for key in keys:
         h.update(json.dumps(config.subtree(params, key.format(**args)), sort_keys=True, default=str).encode())
     for pattern in code:
-        path = CODE / pattern.format(**args)
+        path = CODE / pattern.format(**{**args, **(code_args or {})})
         files = sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if path.is_dir() else [path]
         for f in files:
             h.update(f.read_bytes())

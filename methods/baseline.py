@@ -14,7 +14,8 @@ Deviations from the original:
 - weights start from random initialisation unless the user gives a local file
   (``pretrained: path``); the paper starts from ImageNet weights;
 - the head is timm's own pooling (+ its final norm for ConvNeXt) followed by one linear
-  output (a single fake logit instead of a two-way softmax).
+  output (a single fake logit instead of a two-way softmax);
+- ``backbone_kwargs`` are passed to timm (e.g. ``img_size``/``window_size`` for a 64-px Swin).
 """
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ class Baseline(Method):
     paper_setting = {"backbone": "convnext_tiny"}  # the DPL paper's ConvNeXt-T, 224 px (cost table)
     paper_input_size = 224
 
-    def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None):
+    def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None,
+                 backbone_kwargs: dict | None = None):
         super().__init__()
         self.backbone_name = backbone
-        self.backbone = create_backbone(backbone, num_classes=0)  # pooled features (N, C)
+        self.backbone = create_backbone(backbone, num_classes=0, **(backbone_kwargs or {}))  # pooled (N, C)
         self.weights = load_pretrained(self.backbone, pretrained)
         self.head = nn.Linear(self.backbone.num_features, 1)
 

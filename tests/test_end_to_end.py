@@ -28,6 +28,7 @@ TINY = {
     # the two reference methods and those that use the engine's capabilities (quality_pair,
     # manipulation_label); every method is covered by tests/test_methods.py
     "grid.methods": ["baseline", "dpl", "qad", "ucf"],
+    "methods.dpl.stage2_epochs": 1,
 }
 
 

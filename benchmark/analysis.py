@@ -1,0 +1,202 @@
+"""Analysis outputs of the DPL paper (Fig. 10-11 analogues and what progressive learning does).
+
+``analyze(params, method=..., seed=..., protocol=...)`` writes, for a trained method whose
+forward returns ``step_logits``/``step_valid`` (and ``positions`` for the FSM):
+
+- ``results/analysis/<method>_step_auc.csv`` and plot ``<method>_step_auc``: the AUC of the
+  per-step prediction at each time step t, per test set of the protocol (clean test crops,
+  levels from the indicator on those crops), over all samples (a sample past its last
+  effective step keeps its last prediction) and over the samples still active at t;
+- ``<method>_positions.csv`` and plot ``<method>_positions``: the distribution of the window
+  starts l_t the FSM chose at each step (Phi after stage II, the randomizer otherwise);
+
+and, for any method (the indicator, not the detector):
+
+- ``indicator_levels.csv`` and plot ``indicator_levels``: VQI level histograms per true
+  quality and FII level histograms per manipulation, with the Spearman correlations the
+  indicators stage stored (data/indicators/<D>.json ``spearman``) of the scores with SynthFF's
+  true CRF and manipulation strength.
+
+Plots are PNG + SVG under ``results/plots/`` with a one-paragraph caption in ``<name>.txt``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from benchmark import io
+
+ANALYSIS, PLOTS = Path("results/analysis"), Path("results/plots")
+
+
+@torch.no_grad()
+def step_outputs(method, rows: pd.DataFrame, faces_dir, indicator, batch_size: int = 64) -> pd.DataFrame:
+    """One row per crop: label, manipulation, levels, last_step, logit_<t>, start_<t>."""
+    from benchmark.data.frames import read_crop, to_tensor
+    method.eval()
+    rows = rows.reset_index(drop=True)
+    parts = []
+    for lo in range(0, len(rows), batch_size):
+        chunk = rows.iloc[lo:lo + batch_size]
+        images = torch.stack([to_tensor(read_crop(Path(faces_dir) / p)) for p in chunk["path"]])
+        vqi, fii = indicator.levels(images)
+        out = method({"image": images.float() / 255, "vqi_level": vqi, "fii_level": fii})
+        if "step_logits" not in out:
+            return pd.DataFrame()
+        part = {"label": chunk["label"].to_numpy(), "manipulation": chunk["manipulation"].astype(str).to_numpy(),
+                "vqi_level": vqi.numpy(), "fii_level": fii.numpy(), "last_step": out["last_step"].numpy()}
+        part.update({f"logit_{t + 1}": out["step_logits"][:, t].numpy() for t in range(out["step_logits"].shape[1])})
+        pos = out.get("positions", torch.zeros(len(chunk), 0))
+        part.update({f"start_{t + 1}": pos[:, t].numpy() for t in range(pos.shape[1])})
+        parts.append(pd.DataFrame(part))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _auc(y, s) -> float:
+    return float(roc_auc_score(y, s)) if len(set(y)) == 2 else float("nan")
+
+
+def step_auc(df: pd.DataFrame) -> pd.DataFrame:
+    """AUC of the step-t prediction (all samples; active samples: last_step >= t)."""
+    steps = sorted(int(c.split("_")[1]) for c in df.columns if c.startswith("logit_"))
+    out = []
+    for t in steps:
+        active = df[df["last_step"] >= t]
+        out.append({"step": t, "auc_all": _auc(df["label"], df[f"logit_{t}"]),
+                    "auc_active": _auc(active["label"], active[f"logit_{t}"]), "n_active": len(active)})
+    return pd.DataFrame(out)
+
+
+def position_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """(step, start, count) over the samples for which l_t shaped a used feature f_{t+1}."""
+    cols = sorted((c for c in df.columns if c.startswith("start_")), key=lambda c: int(c.split("_")[1]))
+    out = []
+    for c in cols:
+        t = int(c.split("_")[1])
+        used = df[df["last_step"] >= t + 1][c]
+        out += [{"step": t, "start": int(s), "count": int(n)} for s, n in used.value_counts().sort_index().items()]
+    return pd.DataFrame(out, columns=["step", "start", "count"])
+
+
+def level_counts(indicator_rows: pd.DataFrame) -> pd.DataFrame:
+    """(indicator, group_by, group, level, count): VQI by true quality, FII by manipulation."""
+    out = []
+    for ind, by in (("vqi", "quality"), ("fii", "manipulation")):
+        counts = indicator_rows.groupby([by, f"{ind}_level"]).size()
+        out += [{"indicator": ind, "group_by": by, "group": str(g), "level": int(lv), "count": int(n)}
+                for (g, lv), n in counts.items()]
+    return pd.DataFrame(out)
+
+
+def _save_plot(fig, name: str, caption: str) -> list[Path]:
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    paths = [PLOTS / f"{name}.png", PLOTS / f"{name}.svg"]
+    for p in paths:
+        with io.atomic_path(p) as tmp:
+            fig.savefig(tmp, format=p.suffix[1:], dpi=120, bbox_inches="tight")
+    io.write_text(PLOTS / f"{name}.txt", caption.strip() + "\n")
+    return paths + [PLOTS / f"{name}.txt"]
+
+
+def plot_step_auc(table: pd.DataFrame, method: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for test_set, g in table.groupby("test_set", sort=False):
+        ax.plot(g["step"], 100 * g["auc_all"], marker="o", label=f"{test_set}: all samples")
+        ax.plot(g["step"], 100 * g["auc_active"], marker="x", ls="--", label=f"{test_set}: active at t")
+    ax.set(xlabel="time step t", ylabel="AUC of the step-t prediction (%)", xticks=sorted(table["step"].unique()))
+    ax.legend(fontsize=7)
+    best = table.loc[table.groupby("test_set")["auc_all"].idxmax()]
+    caption = (f"AUC of {method}'s per-step prediction at each time step t, per test set (clean test crops). "
+               "Solid: all samples, a sample past its last effective step keeping its last prediction; dashed: "
+               "only the samples whose last effective step is at least t. If progressive learning progresses, "
+               "the curves rise with t. Highest all-sample AUC: " + "; ".join(
+                   f"{r.test_set} at t={int(r.step)} ({100 * r.auc_all:.2f})" for r in best.itertuples()) + ".")
+    paths = _save_plot(fig, f"{method}_step_auc", caption)
+    plt.close(fig)
+    return paths
+
+
+def plot_positions(counts: pd.DataFrame, method: str, n_positions: int | None) -> list[Path]:
+    import matplotlib.pyplot as plt
+    steps = sorted(counts["step"].unique())
+    fig, axes = plt.subplots(1, max(len(steps), 1), figsize=(2.4 * max(len(steps), 1), 2.6), sharey=True, squeeze=False)
+    for ax, t in zip(axes[0], steps):
+        g = counts[counts["step"] == t]
+        ax.bar(g["start"], g["count"], width=max(1, (n_positions or 10) / 60))
+        ax.set(title=f"l_{t}", xlabel="window start (channel)")
+    axes[0][0].set_ylabel("samples")
+    spread = counts.groupby("step").apply(lambda g: int((g["count"] > 0).sum()), include_groups=False)
+    caption = (f"Distribution of the FSM window starts l_t that {method} used at test time, per step "
+               "(counting only samples for which l_t shaped a feature a branch read). Distinct starts per "
+               "step: " + ", ".join(f"l_{t}: {n}" for t, n in spread.items()) + ". A learned Phi that "
+               "collapses shows one bar per step; the stage-I randomizer shows one shared draw per step.")
+    paths = _save_plot(fig, f"{method}_positions", caption)
+    plt.close(fig)
+    return paths
+
+
+def plot_levels(counts: pd.DataFrame, truth: dict, name: str = "indicator_levels") -> list[Path]:
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, ind in zip(axes, ("vqi", "fii")):
+        g = counts[counts["indicator"] == ind]
+        frac = g.assign(share=g["count"] / g.groupby("group")["count"].transform("sum"))
+        sns.barplot(data=frac, x="level", y="share", hue="group", ax=ax)
+        ax.set(title=f"{ind.upper()} level by true {g['group_by'].iloc[0]}", ylabel="share of crops")
+        ax.legend(fontsize=7)
+    def fmt(key):
+        rho = (truth.get(key) or {}).get("rho")
+        return "n/a" if rho is None or not np.isfinite(rho) else f"{rho:+.2f}"
+    caption = ("VQI level histograms per true quality and FII level histograms per manipulation over all "
+               "scored crops (Fig. 10-11 analogues; level 1 = best quality / most identifiable = fewest "
+               "steps). How well each indicator tracks SynthFF's ground truth (Spearman rho, from the "
+               f"indicators stage): VQI vs true CRF {fmt('vqi_vs_crf')} (expected negative), FII vs "
+               f"true manipulation strength on fakes {fmt('fii_vs_strength_fakes')} (expected "
+               f"positive), FII vs CRF {fmt('fii_vs_crf')}.")
+    paths = _save_plot(fig, name, caption)
+    plt.close(fig)
+    return paths
+
+
+def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_quality") -> list[Path]:
+    """Write the analysis CSVs and plots of ``method`` (trained on the protocol's train set)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from benchmark import config, engine, pipeline
+    proto = config.load_protocol(protocol)
+    train_set = pipeline.train_set_id(proto["train_set"])
+    model = engine.load_trained(pipeline.build_method(params, method), pipeline.model_dir(train_set, method, seed))
+    written = []
+    frames, indicators = [], {}
+    for test in proto["test_sets"]:
+        ds = test["dataset"]
+        indicators.setdefault(ds, pipeline._indicator(params, ds))
+        rows = pipeline._manifest(ds, test["quality"], test["split"])
+        df = step_outputs(model, rows, pipeline.faces_dir(ds), indicators[ds], params["evaluate"]["batch_size"])
+        if not df.empty:
+            frames.append(df.assign(test_set=test["name"]))
+    if frames:
+        per_step = pd.concat([step_auc(f).assign(test_set=f["test_set"].iloc[0]) for f in frames], ignore_index=True)
+        io.write_csv(ANALYSIS / f"{method}_step_auc.csv", per_step)
+        written += [ANALYSIS / f"{method}_step_auc.csv", *plot_step_auc(per_step, method)]
+        counts = position_counts(pd.concat(frames, ignore_index=True))
+        if not counts.empty:
+            io.write_csv(ANALYSIS / f"{method}_positions.csv", counts)
+            written += [ANALYSIS / f"{method}_positions.csv",
+                        *plot_positions(counts, method, getattr(model, "channels", None))]
+    for ds in sorted(indicators):
+        table = Path("data/indicators") / f"{ds}.parquet"
+        if table.is_file():
+            levels = level_counts(pd.read_parquet(table))
+            truth = json.loads(pipeline.indicators_json(ds).read_text()).get("spearman") or {}
+            name = "indicator_levels" if ds == "ff" else f"indicator_levels_{ds}"
+            io.write_csv(ANALYSIS / f"{name}.csv", levels)
+            written += [ANALYSIS / f"{name}.csv", *plot_levels(levels, truth, name)]
+    return written
