@@ -85,6 +85,9 @@ def normalized_hsic(x: torch.Tensor, y: torch.Tensor, kernel: str = "gaussian", 
 
 @METHODS.register_module(name="qad")
 class QAD(Method):
+    paper_setting = {"backbone": "resnet50"}  # ResNet-50 at 224 px (cost table)
+    paper_input_size = 224
+
     requires = frozenset({"quality_pair"})
 
     def __init__(self, backbone: str = "resnet50", pretrained: str | None = None,

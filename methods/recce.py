@@ -104,6 +104,9 @@ class Decoder(nn.Module):
 
 @METHODS.register_module(name="recce")
 class RECCE(Method):
+    paper_setting = {"backbone": "legacy_xception"}  # Xception at 299 px (cost table)
+    paper_input_size = 299
+
     def __init__(self, backbone: str = "legacy_xception", pretrained: str | None = None,
                  lambda_rec: float = 0.1, lambda_metric: float = 0.1, metric_margin: float = 0.0,
                  graph_dim: int = 64, decoder_width: int = 64):

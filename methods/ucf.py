@@ -81,6 +81,9 @@ class AdaINDecoder(nn.Module):
 
 @METHODS.register_module(name="ucf")
 class UCF(Method):
+    paper_setting = {"backbone": "efficientnet_b4", "content_stride": 32}  # EfficientNet-B4 at 256 px (cost table)
+    paper_input_size = 256
+
     requires = frozenset({"manipulation_label"})
 
     def __init__(self, backbone: str = "efficientnet_b4", pretrained: str | None = None,

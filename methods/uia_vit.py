@@ -83,6 +83,11 @@ def consistency_loss(attn: torch.Tensor, masks: torch.Tensor, eps: float = 1e-8)
 
 @METHODS.register_module(name="uia_vit")
 class UIAViT(Method):
+    # ViT-B/16 at 224 px, 12 blocks, 16-px patches (cost table)
+    paper_setting = {"backbone": "vit_base_patch16_224", "img_size": 224, "patch_size": 16, "depth": 12,
+                     "feature_layer": 6, "attention_layers": [6, 7, 8]}
+    paper_input_size = 224
+
     def __init__(self, backbone: str = "vit_base_patch16_224", pretrained: str | None = None,
                  img_size: int = 224, patch_size: int | None = None, depth: int | None = None,
                  feature_layer: int = 6, attention_layers=(6, 7, 8), mask_threshold: float = 0.5,
