@@ -19,6 +19,7 @@ VERBS = {
     "train": (("method",), {"train_set": "ff_c23", "seed": 0}),
     "evaluate": (("method", "protocol"), {"seed": 0}),
     "report": ((), {}),
+    "plots": ((), {}),
     "run": (("protocol",), {"method": None}),
     "list": ((), {}),
     "check-regression": ((), {"rerun": "false"}),

@@ -86,6 +86,8 @@ def render_report(metrics_df: pd.DataFrame, provenance: dict, protocols: dict,
     notes = [str(n) for n in provenance.get("notes") or []]
     details = prov_text.details(provenance)
     written, sections = [], []
+    if figure_dir:
+        Path(figure_dir).mkdir(parents=True, exist_ok=True)  # a DVC output even when empty
     for name in _order(metrics_df, protocols):
         protocol = protocols.get(name) or {}
         tables = protocol_tables(metrics_df, name, protocol, provenance)

@@ -57,10 +57,10 @@ def cost_table(path) -> Table | None:
         if higher is not None:
             mark_column([cells[j] for _, cells in rows], higher)
     return Table(protocol="cost", level="cost", kind="extra", title="Cost per method",
-                 caption=f"From {Path(path).as_posix()}; lower is better except images/s",
+                 caption=f"From {Path(path).name}; lower is better except images/s",
                  row_title="Method (setting)", groups=[],
                  columns=[h for h, _, _ in COST_COLUMNS.values()], rows=rows,
-                 provenance=[f"source: {Path(path).as_posix()}"])
+                 provenance=[f"source: {Path(path).name}"])
 
 
 def significance_table(path) -> Table | None:
@@ -74,7 +74,7 @@ def significance_table(path) -> Table | None:
                   _num(r["z"], 2), Cell(None, "–" if pd.isna(r["p_value"]) else f"{r['p_value']:.3g}")]
         rows.append((f"{r['method']} vs {r['reference_method']}", cells))
     return Table(protocol="significance", level="tests", kind="extra",
-                 title="Significance of AUC differences", caption=f"From {Path(path).as_posix()}",
+                 title="Significance of AUC differences", caption=f"From {Path(path).name}",
                  row_title="Comparison", groups=[],
                  columns=["Protocol", "Test set", "Subset", "Level", "AUC", "AUC (reference)",
-                          "z", "p"], rows=rows, provenance=[f"source: {Path(path).as_posix()}"])
+                          "z", "p"], rows=rows, provenance=[f"source: {Path(path).name}"])
