@@ -189,8 +189,13 @@ def check(metrics_csv, reference_json, tolerance) -> Verdict:
 
 def run_grid(params: dict) -> None:
     """Every protocol of ``grid.protocols`` for every grid method and seed (up-to-date stages
-    are skipped), then one report of them all."""
+    are skipped), then one report of them all. Single-threaded, so a reference and a later
+    check compute the same floats whatever the machine's core count (and a shared machine's
+    OpenMP spin-waits do not slow it down many times over)."""
+    import torch
+
     from benchmark import pipeline
+    torch.set_num_threads(1)
     for protocol in params["grid"]["protocols"]:
         pipeline.run(params, protocol)
 
