@@ -49,12 +49,13 @@ def paper_table(number: int, path: Path) -> Table:
              for v in (r[c] for c in value_cols)] for r in df.to_dict("records")]
     for j in range(len(value_cols)):
         mark_column([row[j] for row in grid])
-    caption = notes[0] if notes else f"Paper Tab. {number}"
+    caption = (notes[0] if notes else f"Paper Tab. {number}").rstrip(".")
+    source = path.as_posix() if not path.is_absolute() else path.name
     return Table(protocol=f"paper{number}", level="paper", kind="paper",
                  title=f"Paper Tab. {number} ({NOTICE.lower()})", caption=caption,
                  row_title="Method" if key == "method" else "Setting", groups=[],
                  columns=value_cols, rows=list(zip(labels, grid)),
-                 provenance=[NOTICE] + notes[1:] + [f"source: {path.as_posix()}"])
+                 provenance=[NOTICE] + notes[1:] + [f"source: {source}"])
 
 
 def paper_tables(numbers, paper_dir: Path = PAPER_DIR) -> list[Table]:
