@@ -203,3 +203,18 @@ class DPL(Method):
             "delta": f"{self.delta}/{self.channels}", "fsm_recursive": self.fsm_recursive,
             "branches": "+".join(branches), "fusion": self.fusion, "focal_gamma": self.focal_gamma,
             "lreg": {"weight": self.lreg_weight, "sign": self.lreg_sign, "steps": self.lreg_steps}}}
+
+    # -- analysis hooks of the Method interface (t-SNE features, Grad-CAM layer) ------------
+    def features(self, batch: dict) -> torch.Tensor:
+        """The final fused feature (f_VQ + f_FI for ``add``): the head's input at the last step."""
+        seen = []
+        handle = self.head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+        try:
+            self(batch)
+        finally:
+            handle.remove()
+        return seen[0][:, -1]
+
+    def cam_layer(self):
+        from benchmark.method import last_feature_map
+        return last_feature_map(self.backbone)
