@@ -20,9 +20,12 @@ VERBS = {
     "evaluate": (("method", "protocol"), {"seed": 0}),
     "report": ((), {}),
     "cost": ((), {}),
+    "plots": ((), {}),
     "run": (("protocol",), {"method": None}),
     "analyze": (("method",), {"seed": 0, "protocol": "cross_quality"}),
     "list": ((), {}),
+    "check-regression": ((), {"rerun": "false"}),
+    "update-reference": ((), {"rerun": "true"}),
 }
 HELP = "usage: python -m benchmark {" + ",".join(VERBS) + "} [key=value ...]"
 
@@ -51,6 +54,10 @@ def parse(argv: list[str]) -> tuple[str, dict, dict]:
             args["seed"] = int(args["seed"])
         except ValueError:
             raise UserError(f"seed must be an integer, got {args['seed']!r}") from None
+    if "rerun" in args:
+        if str(args["rerun"]).lower() not in ("true", "false"):
+            raise UserError(f"rerun must be true or false, got {args['rerun']!r}")
+        args["rerun"] = str(args["rerun"]).lower() == "true"
     return verb, args, overrides
 
 
@@ -62,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             pipeline.resolve_method(params, args["method"])  # a registered method or a variant
         if args.get("protocol") is not None:
             config.load_protocol(args["protocol"])
+        if verb in ("check-regression", "update-reference"):
+            return regression_verb(verb, args["rerun"], params, overrides.get("profile"))
         return dispatch(verb, args, params)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -81,6 +90,16 @@ def dispatch(verb: str, args: dict, params: dict) -> int:
     for out in outs if isinstance(outs, list) else [outs]:
         print(f"wrote {out}")
     return 0
+
+
+def regression_verb(verb: str, rerun: bool, params: dict, profile: str | None) -> int:
+    from benchmark import regression
+    if verb == "update-reference":
+        print(f"wrote {regression.update_reference(params, profile, rerun)}")
+        return 0
+    verdict = regression.check_regression(params, rerun)
+    print(verdict.text())
+    return 0 if verdict.ok else 1
 
 
 def print_choices(params: dict | None = None) -> None:

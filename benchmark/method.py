@@ -18,6 +18,11 @@ engine hands it a batch dict and never looks at which method it is:
 ``forward(batch)`` returns a dict with at least ``"logit"`` (N,): the fake
 logit, so ``sigmoid(logit)`` is P(fake). ``loss(out, batch)`` returns a dict of
 named scalar terms with their weighted sum under ``"loss"``.
+``forward`` may also return ``"feature"`` (N, D): the feature the head reads (the fused
+feature for DPL); ``features(batch)`` returns it (override when forward cannot include it) and
+the t-SNE plot uses it; ``None`` skips the method there. ``cam_layer()`` names the module whose
+activations and gradients Grad-CAM reads (a spatial feature map); ``None`` (the default) skips
+the method in the Grad-CAM figure.
 ``train_step(batch, optim_wrapper)`` performs one optimisation step and returns
 those terms; the default is forward, loss, ``optim_wrapper.update_params(loss)``.
 A method whose step is special (e.g. adversarial weight perturbation) overrides
@@ -84,6 +89,24 @@ class Method(nn.Module):
     def provenance(self) -> dict:
         """What a report must say about this model (backbone, weights)."""
         return {}
+
+    def features(self, batch: dict) -> torch.Tensor | None:
+        """(N, D) features the head reads, for the t-SNE plot; None when not available."""
+        return self(batch).get("feature")
+
+    def cam_layer(self) -> nn.Module | None:
+        """The module Grad-CAM hooks (its output is a spatial map); None skips the method."""
+        return None
+
+
+def last_feature_map(backbone: nn.Module) -> nn.Module | None:
+    """A timm model's last feature stage (from its ``feature_info``), for Grad-CAM."""
+    info = getattr(backbone, "feature_info", None)
+    if not info:
+        return None
+    last = info[-1]
+    name = last["module"] if isinstance(last, dict) else getattr(last, "module", None)
+    return backbone.get_submodule(name) if name else None
 
 
 def load_pretrained(module: nn.Module, path: str | None) -> str:

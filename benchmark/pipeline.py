@@ -185,7 +185,21 @@ def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> 
     protos = {p: config.load_protocol(p) for p in sorted(table["protocol"].unique())}
     prov = provenance.collect(params, sorted(table["method"].unique(), key=_method_order(params)),
                               sorted(int(s) for s in table["seed"].unique()), sorted(table["train_set"].unique()))
-    return [Path("results/metrics.csv"), Path("results/metrics.json"), *render_report(table, prov, protos, Path("results"))]
+    paths = render_report(table, prov, protos, Path("results"), **params["report"]["inputs"])
+    return [Path("results/metrics.csv"), Path("results/metrics.json"), *paths]
+
+
+def plots(params: dict) -> list[Path]:
+    """t-SNE and Grad-CAM figures of the grid's trained models (params ``plots``) in results/plots."""
+    from benchmark import engine
+    from benchmark.report import model_plots
+    cfg, seed = params["plots"], params["grid"]["seeds"][0]
+    spec = parse_train_set(cfg["train_set"], params)
+    models = {m: engine.load_trained(build_method(params, m), model_dir(cfg["train_set"], m, seed))
+              for m in params["grid"]["methods"]}
+    figs = model_plots.make(models, _manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
+                            _indicator(params, spec["dataset"]), cfg, Path("results/plots"))
+    return [p for f in figs for p in (f.png, f.png.with_suffix(".svg"), f.png.with_suffix(".txt"))]
 
 
 def run(params: dict, protocol: str, methods: list[str] | None = None) -> list[Path]:

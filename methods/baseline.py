@@ -23,7 +23,7 @@ import timm
 from torch import nn
 
 from benchmark.errors import UserError
-from benchmark.method import Method, load_pretrained
+from benchmark.method import Method, last_feature_map, load_pretrained
 from benchmark.registry import METHODS
 
 
@@ -50,7 +50,10 @@ class Baseline(Method):
 
     def forward(self, batch: dict) -> dict:
         feat = self.backbone(self.normalize(batch["image"]))
-        return {"logit": self.head(feat).squeeze(1)}
+        return {"logit": self.head(feat).squeeze(1), "feature": feat}
 
     def provenance(self) -> dict:
         return {"backbone": self.backbone_name, "weights": self.weights}
+
+    def cam_layer(self) -> nn.Module | None:
+        return last_feature_map(self.backbone)

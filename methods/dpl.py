@@ -298,3 +298,18 @@ class DPL(Method):
             "lreg": {"weight": self.lreg_weight, "sign": self.lreg_sign, "steps": self.lreg_steps,
                      "hard_samples": self.hard_samples}, "step_prediction": self.step_prediction,
             "image_features": self.image_features, "image_encoder": self.encoder_desc}}
+
+    # -- analysis hooks of the Method interface (t-SNE features, Grad-CAM layer) ------------
+    def features(self, batch: dict) -> torch.Tensor:
+        """The final fused feature (f_VQ + f_FI for ``add``): the head's input at the last step."""
+        seen = []
+        handle = self.head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+        try:
+            self(batch)
+        finally:
+            handle.remove()
+        return seen[0][:, -1]
+
+    def cam_layer(self):
+        from benchmark.method import last_feature_map
+        return last_feature_map(self.backbone)

@@ -46,7 +46,7 @@ def project(tmp_path_factory):
     if not DVC.exists():
         pytest.skip(f"dvc is not installed next to {sys.executable}")
     proj = tmp_path_factory.mktemp("project")
-    for name in ("benchmark", "methods", "protocols", "profiles"):
+    for name in ("benchmark", "methods", "protocols", "profiles", "results/paper"):
         shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", proj)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -82,6 +82,24 @@ def test_repro_writes_the_contracted_outputs(project):
         assert "baseline" in html and "dpl" in html and "SynthFF" in html and "fallback" in html
     tex = (proj / "results/tables/cross_quality.tex").read_text()
     assert "\\toprule" in tex and "baseline" in tex and "dpl" in tex and "\\textbf" in tex
+
+
+def test_plots_and_dvc_metrics_and_plots_views(project, tmp_path):
+    proj, env = project
+    for name in ("tsne", "gradcam"):
+        for ext in ("png", "svg", "txt"):
+            assert (proj / "results/plots" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    html = (proj / "results/report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == 3  # t-SNE, Grad-CAM, cross_quality bars
+    assert "t-SNE (scikit-learn" in html and "Grad-CAM (pytorch-grad-cam)" in html
+    shown = subprocess.run([str(DVC), "metrics", "show", "--json"], cwd=proj, env=env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0 and "cross_quality" in shown.stdout, shown.stderr[-2000:]
+    plots = subprocess.run([str(DVC), "plots", "show", "-o", str(tmp_path / "dvc_plots")], cwd=proj,
+                           env=env, capture_output=True, text=True)
+    assert plots.returncode == 0, plots.stdout[-2000:] + plots.stderr[-2000:]
+    page = (tmp_path / "dvc_plots" / "index.html").read_text()
+    assert "tsne.png" in page and "gradcam.png" in page and "cross_quality_bars" in page
 
 
 def test_second_repro_and_run_find_everything_up_to_date(project):

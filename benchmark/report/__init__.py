@@ -9,6 +9,21 @@
   ``out_dir/tables/<protocol>.tex`` (booktabs tables, one per level) for every protocol with
   rows in ``metrics_df``.
 
+Optional extras (keyword arguments; None = left out, so tests never pick up stray files):
+
+- ``paper_dir``: the published tables (``benchmark.report.paper``); a protocol's
+  ``table.paper_tables`` numbers are shown beside its measured tables in a separate box
+  ("published in the paper, not measured here") and appended to its .tex;
+- ``figure_dir``: where this stage draws the figures protocols ask for
+  (``benchmark.report.figures``: severity curves, bars), embedded in their section;
+- ``plot_dirs``: directories whose ``*.png`` (+ ``.txt`` caption) other stages made; embedded
+  inline (base64) in a "Figures" section;
+- ``cost_csv`` / ``significance_csv``: rendered as their own sections and
+  ``tables/cost.{html,tex}`` / ``tables/significance.{html,tex}`` when the file exists.
+
+Cells with ``auc_ci_low/high`` show the 95 % CI on hover (``title``) and under the value when
+the page's CSS-only "show 95 % CIs" toggle is on (no scripts).
+
 ``metrics_df`` is the ``benchmark.metrics.compute_metrics`` frame. ``protocols`` maps a protocol
 name to its YAML dict; its ``table`` spec drives the layout (``benchmark.report.tables``), and a
 protocol with rows but no entry gets the default spec. Protocols come in ``protocols`` order,
@@ -24,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.io import write_text
+from benchmark.report import extras, figures as figs, paper
 from benchmark.report import provenance as prov_text
 from benchmark.report.render import html_page, html_tables, tex_escape, tex_tables
 from benchmark.report.tables import Table, build_tables
@@ -49,8 +65,17 @@ def _order(metrics_df: pd.DataFrame, protocols: dict) -> list[str]:
     return listed + sorted(present - set(listed))
 
 
+def _figure(f: figs.Figure) -> dict:
+    return {"name": f.name, "uri": f.data_uri(), "caption": f.caption}
+
+
+def _method_labels(provenance: dict) -> dict:
+    return {str(m): str((i or {}).get("label", m)) for m, i in (provenance.get("methods") or {}).items()}
+
+
 def render_report(metrics_df: pd.DataFrame, provenance: dict, protocols: dict,
-                  out_dir) -> list[Path]:
+                  out_dir, *, paper_dir=None, figure_dir=None, plot_dirs=(),
+                  cost_csv=None, significance_csv=None) -> list[Path]:
     """Write report.html and tables/<protocol>.{html,tex}; return the paths written."""
     out_dir = Path(out_dir)
     provenance = dict(provenance or {})
@@ -61,19 +86,53 @@ def render_report(metrics_df: pd.DataFrame, provenance: dict, protocols: dict,
     notes = [str(n) for n in provenance.get("notes") or []]
     details = prov_text.details(provenance)
     written, sections = [], []
+    if figure_dir:
+        Path(figure_dir).mkdir(parents=True, exist_ok=True)  # a DVC output even when empty
     for name in _order(metrics_df, protocols):
         protocol = protocols.get(name) or {}
         tables = protocol_tables(metrics_df, name, protocol, provenance)
         if not tables:
             continue
+        published = paper.paper_tables((protocol.get("table") or {}).get("paper_tables"),
+                                       paper_dir) if paper_dir else []
+        drawn = figs.protocol_figures(metrics_df, name, protocol, tables,
+                                      _method_labels(provenance), figure_dir) if figure_dir else []
+        written += [f.png for f in drawn] + [f.png.with_suffix(".svg") for f in drawn]
         section = {"name": name, "description": protocol.get("description", ""),
-                   "html": html_tables(tables)}
+                   "html": html_tables(tables),
+                   "paper_html": html_tables(published) if published else "",
+                   "figures": [_figure(f) for f in drawn]}
         sections.append(section)
-        html_path = out_dir / "tables" / f"{name}.html"
-        write_text(html_path, html_page(f"{title}: {name}", warnings, notes, [section], details))
-        tex_path = out_dir / "tables" / f"{name}.tex"
-        write_text(tex_path, tex_tables(tables))
-        written += [html_path, tex_path]
+        written += _write_tables(out_dir, name, f"{title}: {name}", warnings, notes, [section],
+                                 details, tables + published)
+    for name, table in (("cost", extras.cost_table(cost_csv) if cost_csv else None),
+                        ("significance", extras.significance_table(significance_csv)
+                         if significance_csv else None)):
+        if table is not None:
+            section = {"name": name, "description": table.caption, "html": html_tables([table]),
+                       "paper_html": "", "figures": []}
+            sections.append(section)
+            written += _write_tables(out_dir, name, f"{title}: {name}", warnings, notes,
+                                     [section], details, [table])
+    other = [_figure(f) for d in plot_dirs or () for f in figs.plot_files(d)]
+    if other:
+        sections.append({"name": "figures", "description": "Plots made by the pipeline's "
+                         "plot stages (each with its caption).", "html": "", "paper_html": "",
+                         "figures": other})
     report = out_dir / "report.html"
-    write_text(report, html_page(title, warnings, notes, sections, details))
+    write_text(report, html_page(title, warnings, notes, sections, details,
+                                 any(s.get("has_ci") for s in sections)))
     return [report] + written
+
+
+def _has_ci(tables) -> bool:
+    return any(c.ci for t in tables for _, cells in t.rows for c in cells)
+
+
+def _write_tables(out_dir, name, title, warnings, notes, sections, details, tables) -> list[Path]:
+    sections[0]["has_ci"] = _has_ci(tables)
+    html_path = out_dir / "tables" / f"{name}.html"
+    write_text(html_path, html_page(title, warnings, notes, sections, details, _has_ci(tables)))
+    tex_path = out_dir / "tables" / f"{name}.tex"
+    write_text(tex_path, tex_tables(tables))
+    return [html_path, tex_path]

@@ -14,6 +14,7 @@ The provenance dict (all keys optional; missing ones are reported as "unknown", 
                     "binning": "quantile", "k": 5, "logit_scale": False},
       "seeds": [0],
       "commit": "abc123",                           # e.g. `git describe --always --dirty`
+      "dvc_lock": {"train@baseline-0": ["md5…"]},   # output md5s per stage from dvc.lock
       "generated": None,                            # a timestamp string only if wanted
       "notes": ["free text shown in the report header"],
     }
@@ -122,6 +123,11 @@ def details(prov: dict) -> list[tuple[str, str]]:
         rows.append(("indicator weights", str(ind["weights"])))
     rows.append(("seeds", _seeds(prov.get("seeds")).split(": ", 1)[1]))
     rows.append(("commit", str(prov.get("commit") or "unknown")))
+    lock = prov.get("dvc_lock")
+    if lock is not None:
+        rows.append(("dvc.lock", "; ".join(f"{stage}: {', '.join(h[:8] for h in hashes if h) or '-'}"
+                                           for stage, hashes in sorted(lock.items()))
+                     or "no dvc.lock (not run through dvc repro)"))
     if prov.get("generated"):
         rows.append(("generated", str(prov["generated"])))
     return rows

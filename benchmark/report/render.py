@@ -46,10 +46,11 @@ def html_tables(tables) -> Markup:
     return Markup(_HTML.get_template("table.html.j2").render(tables=tables))
 
 
-def html_page(title: str, warnings, notes, sections, details) -> str:
+def html_page(title: str, warnings, notes, sections, details, has_ci: bool = False) -> str:
     """A complete, self-contained HTML page (inline CSS, no scripts, no network)."""
     return _HTML.get_template("report.html.j2").render(
-        title=title, warnings=warnings, notes=notes, sections=sections, details=details)
+        title=title, warnings=warnings, notes=notes, sections=sections, details=details,
+        has_ci=has_ci)
 
 
 def tex_tables(tables) -> str:

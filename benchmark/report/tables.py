@@ -48,6 +48,7 @@ class Cell:
     value: float | None  # the displayed number (already ×100, rounded), None when empty
     text: str
     mark: str | None = None  # "best" | "second" | None
+    ci: str = ""  # "95 % CI 81.20–88.40" when the metrics have auc_ci_low/high, else ""
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Table:
     train_sets: list[str] = field(default_factory=list)
     split: str = ""  # e.g. "perturbation = CS" when the table is one of several
     provenance: list[str] = field(default_factory=list)  # filled by benchmark.report
+    kind: str = "measured"  # "measured" | "paper" (published numbers) | "extra" (cost, tests)
 
     @property
     def anchor(self) -> str:
@@ -117,11 +119,28 @@ def axis(dim: str, present, protocol: dict, provenance: dict) -> list[tuple[str,
     return [(v, v) for v in sorted(present, key=subset_rank if dim == "subset" else None)]
 
 
-def _fmt(v) -> Cell:
+def _fmt(v, ci: str = "") -> Cell:
     if v is None or pd.isna(v):
         return Cell(None, "–")
     shown = float(f"{100.0 * float(v):.2f}")
-    return Cell(shown, f"{shown:.2f}")
+    return Cell(shown, f"{shown:.2f}", ci=ci)
+
+
+def _cis(head: pd.DataFrame, cell_dims: list[str]) -> dict[tuple, str]:
+    """'95 % CI lo–hi' (×100) per cell where both bounds exist; with several seeds the bounds
+    are the means of the seeds' bounds (said in the text)."""
+    if "auc_ci_low" not in head or head[["auc_ci_low", "auc_ci_high"]].isna().all().all():
+        return {}
+    out = {}
+    for k, part in head.groupby(cell_dims, dropna=False):
+        part = part.dropna(subset=["auc_ci_low", "auc_ci_high"])
+        if part.empty:
+            continue
+        k = tuple(map(str, k if isinstance(k, tuple) else (k,)))
+        lo, hi = 100 * part["auc_ci_low"].astype(float).mean(), 100 * part["auc_ci_high"].astype(float).mean()
+        seeds = f", mean of {len(part)} seeds' bounds" if len(part) > 1 else ""
+        out[k] = f"95 % CI {lo:.2f}–{hi:.2f}{seeds}"
+    return out
 
 
 def mark_column(cells: list[Cell], higher_is_better: bool = True) -> None:
@@ -181,6 +200,7 @@ def _one_table(head, metrics, name, protocol, provenance, spec, level, metric, s
     cell_dims = [d for d in (rows_dim, group_dim, col_dim) if d]
     values = head.groupby(cell_dims, dropna=False)[metric].agg(lambda a: a.mean(skipna=False))
     values.index = values.index.map(lambda k: tuple(map(str, k if isinstance(k, tuple) else (k,))))
+    cis = _cis(head, cell_dims) if metric == "auc" else {}
     row_axis = axis(rows_dim, head[rows_dim], protocol, provenance)
     group_axis = axis(group_dim, head[group_dim], protocol, provenance) if group_dim else [("", "")]
     col_axis = axis(col_dim, head[col_dim], protocol, provenance)
@@ -196,7 +216,8 @@ def _one_table(head, metrics, name, protocol, provenance, spec, level, metric, s
         for i, (r, _) in enumerate(row_axis):
             raw = [values.get(_key(cell_dims, {rows_dim: r, group_dim: g, col_dim: c}))
                    for c in cols]
-            grid[i] += [_fmt(v) for v in raw]
+            keys = [_key(cell_dims, {rows_dim: r, group_dim: g, col_dim: c}) for c in cols]
+            grid[i] += [_fmt(v, cis.get(k, "")) for v, k in zip(raw, keys)]
             if add_avg:
                 raw = [v for v, a in zip(raw, averaged) if a]
                 ok = all(v is not None and not pd.isna(v) for v in raw)

@@ -1,0 +1,80 @@
+"""Tables from other result files: the cost table and the significance tests (both optional).
+
+``cost_table(path) -> Table | None`` reads ``results/cost.csv`` (method, backbone, setting,
+input_size, params_m, gflops, images_per_s, train_peak_mb): one row per method and setting;
+best/second marks per numeric column, lower is better except images/s.
+``significance_table(path) -> Table | None`` reads ``results/significance.csv`` (protocol,
+test_set, subset, level, method, reference_method, auc_method, auc_reference, z, p_value),
+shown as given, unmarked. A file that is absent gives None; one missing a column is a UserError.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.errors import UserError
+from benchmark.report.tables import Cell, Table, mark_column
+
+# column -> (header, decimals, higher is better; None = text, not marked)
+COST_COLUMNS = {
+    "backbone": ("Backbone", None, None), "input_size": ("Input (px)", 0, None),
+    "params_m": ("Params (M)", 2, False), "gflops": ("GFLOPs", 2, False),
+    "images_per_s": ("Images/s", 1, True), "train_peak_mb": ("Train peak (MB)", 0, False),
+}
+SIG_COLUMNS = ["protocol", "test_set", "subset", "level", "method", "reference_method",
+               "auc_method", "auc_reference", "z", "p_value"]
+
+
+def _read(path: Path, need: list[str]) -> pd.DataFrame | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} lacks columns {', '.join(missing)}; regenerate it")
+    return df
+
+
+def _num(v, decimals: int) -> Cell:
+    if v is None or pd.isna(v):
+        return Cell(None, "–")
+    shown = round(float(v), decimals)
+    return Cell(shown, f"{shown:.{decimals}f}")
+
+
+def cost_table(path) -> Table | None:
+    df = _read(path, ["method", "setting", *COST_COLUMNS])
+    if df is None or df.empty:
+        return None
+    rows = []
+    for r in df.to_dict("records"):
+        cells = [Cell(None, str(r[c])) if d is None else _num(r[c], d)
+                 for c, (_, d, _) in COST_COLUMNS.items()]
+        rows.append((f"{r['method']} ({r['setting']})", cells))
+    for j, (_, d, higher) in enumerate(COST_COLUMNS.values()):
+        if higher is not None:
+            mark_column([cells[j] for _, cells in rows], higher)
+    return Table(protocol="cost", level="cost", kind="extra", title="Cost per method",
+                 caption=f"From {Path(path).name}; lower is better except images/s",
+                 row_title="Method (setting)", groups=[],
+                 columns=[h for h, _, _ in COST_COLUMNS.values()], rows=rows,
+                 provenance=[f"source: {Path(path).name}"])
+
+
+def significance_table(path) -> Table | None:
+    df = _read(path, SIG_COLUMNS)
+    if df is None or df.empty:
+        return None
+    rows = []
+    for r in df.to_dict("records"):
+        cells = [Cell(None, str(r[c])) for c in ("protocol", "test_set", "subset", "level")]
+        cells += [_num(100 * r["auc_method"], 2), _num(100 * r["auc_reference"], 2),
+                  _num(r["z"], 2), Cell(None, "–" if pd.isna(r["p_value"]) else f"{r['p_value']:.3g}")]
+        rows.append((f"{r['method']} vs {r['reference_method']}", cells))
+    return Table(protocol="significance", level="tests", kind="extra",
+                 title="Significance of AUC differences", caption=f"From {Path(path).name}",
+                 row_title="Comparison", groups=[],
+                 columns=["Protocol", "Test set", "Subset", "Level", "AUC", "AUC (reference)",
+                          "z", "p"], rows=rows, provenance=[f"source: {Path(path).name}"])
