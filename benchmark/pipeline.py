@@ -158,7 +158,7 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
 def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
     """Metrics and tables of the grid's protocols and methods (plus any named here),
     so scores left on disk by a method since removed from the grid never show up."""
-    from benchmark import metrics, provenance
+    from benchmark import compare, metrics, provenance
     from benchmark.report import render_report
     protocols = {*params["grid"]["protocols"], *protocols}
     methods = {*params["grid"]["methods"], *methods}
@@ -167,13 +167,17 @@ def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> 
     if not files:
         raise UserError("no scores under results/scores for the grid; run `python -m benchmark run protocol=...` or dvc repro first")
     scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    table = metrics.compute_metrics(scores)
+    mcfg = params["metrics"]
+    table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
     io.write_csv("results/metrics.csv", table)
+    io.write_csv("results/significance.csv", compare.significance(scores, mcfg["reference_method"]))
+    io.write_csv("results/metrics_seeds.csv", compare.seed_summary(table))
     io.write_json("results/metrics.json", metrics.metrics_json(table))
     protos = {p: config.load_protocol(p) for p in sorted(table["protocol"].unique())}
     prov = provenance.collect(params, sorted(table["method"].unique(), key=_method_order(params)),
                               sorted(int(s) for s in table["seed"].unique()), sorted(table["train_set"].unique()))
-    return [Path("results/metrics.csv"), Path("results/metrics.json"), *render_report(table, prov, protos, Path("results"))]
+    return [Path("results/metrics.csv"), Path("results/metrics.json"), Path("results/significance.csv"),
+            Path("results/metrics_seeds.csv"), *render_report(table, prov, protos, Path("results"))]
 
 
 def run(params: dict, protocol: str, methods: list[str] | None = None) -> list[Path]:

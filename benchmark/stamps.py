@@ -21,7 +21,7 @@ STAGES = {
     "indicators": (["indicators"], ["benchmark/indicators"]),
     "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py"]),
     "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluate.py", "benchmark/perturb.py"]),
-    "report": (["report", "grid"], ["benchmark/metrics.py", "benchmark/report"]),
+    "report": (["report", "grid", "metrics"], ["benchmark/metrics.py", "benchmark/report", "benchmark/stats.py", "benchmark/compare.py"]),
 }
 
 
