@@ -17,7 +17,8 @@ exactly the listed values present in the data, in that order (so ``all`` is not 
 listed); for ``method``, the order of ``provenance["methods"]``, then any other by name; for
 an unlisted ``subset``, DF F2F FS NT, others, ``all``; otherwise sorted. A protocol without a
 ``table`` spec gets the defaults. Rows are headline rows (``benchmark.metrics.headline_rows``) averaged over
-seeds. A dimension the spec does not name that still varies inside a cell (e.g. several
+seeds; with ``severity`` as a dimension, the per-condition rows instead (e.g. the robustness
+protocol: columns = severity 1..5, whose ``Avg`` is the headline mean). A dimension the spec does not name that still varies inside a cell (e.g. several
 perturbations) splits the output into one table per value, named in the caption.
 
 Marks, per column (Avg included), higher is better (lower for ``eer``), on the values as
@@ -165,7 +166,8 @@ def build_tables(metrics: pd.DataFrame, name: str, protocol: dict,
     cell_dims = [d for d in (rows_dim, group_dim, col_dim) if d]
     tables = []
     for level in levels:
-        head = headline_rows(mine[mine["level"] == level])
+        at = mine[mine["level"] == level]  # columns = severity: the per-condition rows, Avg = headline
+        head = at[at["severity"].notna()] if "severity" in cell_dims else headline_rows(at)
         splits = _split_dims(head, cell_dims)
         parts = [((), head)] if not splits else head.groupby(splits, dropna=False, sort=True)
         for split_key, part in parts:
