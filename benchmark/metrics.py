@@ -105,7 +105,7 @@ def _bootstrap(sample: pd.DataFrame, keep, n_boot: int, seed: int):
     vlab = np.zeros(uniq.size, int)
     vlab[inv] = y
     counts = stats.video_resamples(vlab, n_boot, seed)
-    return stats.weighted_auc(y, part["score"].to_numpy(dtype=float), counts[:, inv])
+    return stats.clustered_auc(y, part["score"].to_numpy(dtype=float), inv, counts)
 
 
 def _condition_rows(key: dict, df: pd.DataFrame, n_boot: int = 0, seed: int = 0,

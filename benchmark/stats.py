@@ -9,6 +9,8 @@
 - ``weighted_auc(labels, scores, weights)``: AUC (ties count 1/2) with per-sample weights,
   vectorised over the rows of ``weights`` (B, N). Resampling videos = weighting each frame by
   its video's count, so a frame-level replicate keeps all frames of a drawn video together.
+- ``clustered_auc(labels, scores, groups, counts)``: the same for video counts, fast (via the
+  fake-video × real-video matrix of summed pair scores); what the metrics use.
 - ``percentile_ci(aucs, level)``: the percentile interval of the replicate AUCs.
 - ``delong_components(labels, scores)``: (auc, V10 per positive, V01 per negative) of
   DeLong, DeLong & Clarke-Pearson (Biometrics 1988): V10(x_i) = mean_j psi(x_i, y_j),
@@ -31,14 +33,15 @@ def video_resamples(video_labels, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, V) int counts: stratified bootstrap of videos (see the module docstring)."""
     y = np.asarray(video_labels, dtype=int).ravel()
     rng = np.random.default_rng([int(seed), int(n_boot), y.size])
-    counts = np.zeros((int(n_boot), y.size), dtype=np.int32)
-    rows = np.arange(int(n_boot))[:, None]
+    b = int(n_boot)
+    counts = np.zeros(b * y.size, dtype=np.int64)
+    offsets = (np.arange(b) * y.size)[:, None]
     for cls in (0, 1):
         idx = np.flatnonzero(y == cls)
         if idx.size:
-            draw = idx[rng.integers(0, idx.size, size=(int(n_boot), idx.size))]
-            np.add.at(counts, (np.broadcast_to(rows, draw.shape), draw), 1)
-    return counts
+            draw = idx[rng.integers(0, idx.size, size=(b, idx.size))]
+            counts += np.bincount((offsets + draw).ravel(), minlength=b * y.size)
+    return counts.reshape(b, y.size)
 
 
 def weighted_auc(labels, scores, weights) -> np.ndarray:
@@ -59,6 +62,30 @@ def weighted_auc(labels, scores, weights) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = num / (wp.sum(axis=1) * wn.sum(axis=1))
     return float(auc[0]) if single else auc
+
+
+def clustered_auc(labels, scores, groups, counts) -> np.ndarray:
+    """``weighted_auc`` with each sample weighted by its group's count, computed through the
+    (fake video × real video) matrix K of summed pair scores psi, so the cost of B replicates
+    is two small matrix products: AUC_b = c_fake K c_real / ((c_fake·n_fake)(c_real·n_real)),
+    n = frames per video. ``groups``: video index (0..V-1) per sample; ``counts``: (B, V)."""
+    y = np.asarray(labels, dtype=int).ravel()
+    s = np.asarray(scores, dtype=float).ravel()
+    g = np.asarray(groups, dtype=int).ravel()
+    c = np.asarray(counts, dtype=float)
+    fake_v, fake_g = np.unique(g[y == 1], return_inverse=True)
+    real_v = np.unique(g[y == 0])
+    fake_s = s[y == 1]
+    k = np.zeros((fake_v.size, real_v.size))
+    for j, v in enumerate(real_v):
+        rs = np.sort(s[(g == v) & (y == 0)])
+        lo, hi = np.searchsorted(rs, fake_s, "left"), np.searchsorted(rs, fake_s, "right")
+        k[:, j] = np.bincount(fake_g, weights=lo + 0.5 * (hi - lo), minlength=fake_v.size)
+    n_fake = np.bincount(fake_g, minlength=fake_v.size)
+    n_real = np.array([np.sum((g == v) & (y == 0)) for v in real_v])
+    cf, cr = c[:, fake_v], c[:, real_v]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((cf @ k) * cr).sum(axis=1) / ((cf @ n_fake) * (cr @ n_real))
 
 
 def percentile_ci(aucs, level: float = 0.95) -> tuple[float, float]:

@@ -58,6 +58,16 @@ def test_weighted_auc_equals_sklearn_on_repeated_samples():
         assert got[b] == pytest.approx(roc_auc_score(y[idx], s[idx]))
 
 
+def test_clustered_auc_equals_weighted_auc_with_video_weights():
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(12), 5)
+    y = (groups >= 5).astype(int)
+    s = np.round(rng.random(60) + 0.2 * y, 1)  # ties within and across videos
+    counts = stats.video_resamples((np.arange(12) >= 5).astype(int), 50, seed=1)
+    np.testing.assert_allclose(stats.clustered_auc(y, s, groups, counts),
+                               stats.weighted_auc(y, s, counts[:, groups]))
+
+
 def test_video_resamples_stratified_and_seeded():
     labels = [0] * 4 + [1] * 6
     c = stats.video_resamples(labels, 100, seed=3)
