@@ -181,7 +181,7 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
         raise UserError(f"protocols/{protocol}.yaml: with `distortions`, `conditions` must be one condition (e.g. none)")
     parts = []
     for test in test_sets(proto):
-        rows = _manifest(test["faces"], test["quality"], test["split"])
+        rows = frames_subset(_manifest(test["faces"], test["quality"], test["split"]), proto.get("frames_per_video"))
         df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
                       params["evaluate"]["batch_size"], params["evaluate"]["seed"])
         if "perturbation" in test:
@@ -276,6 +276,19 @@ def _manifest(dataset: str, quality: str, split: str) -> pd.DataFrame:
     if rows.empty:
         raise UserError(f"{path} has no {quality} {split} frames; check extract.qualities in params.yaml")
     return rows
+
+
+def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:
+    """At most ``k`` of each video's extracted frames, spread evenly (a protocol's
+    ``frames_per_video``; None keeps all)."""
+    if not k:
+        return rows
+    from benchmark.data.extract import sample_indices
+    rows = rows.sort_values(["quality", "video_id", "frame_idx"], kind="mergesort")
+    pos = rows.groupby(["quality", "video_id"], sort=False).cumcount().to_numpy()
+    size = rows.groupby(["quality", "video_id"], sort=False)["frame_idx"].transform("size").to_numpy()
+    keep = [p in sample_indices(n, int(k)) for p, n in zip(pos, size)]
+    return rows[keep]
 
 
 def _indicator(params: dict, dataset: str):
