@@ -16,6 +16,7 @@ VERBS = {
     "synthesize": ((), {}),
     "extract": ((), {"dataset": "ff"}),
     "indicators": ((), {"dataset": "ff"}),
+    "distort": (("distortion", "severity"), {"dataset": "ff"}),
     "train": (("method",), {"train_set": "ff_c23", "seed": 0}),
     "evaluate": (("method", "protocol"), {"seed": 0}),
     "report": ((), {}),
@@ -49,11 +50,12 @@ def parse(argv: list[str]) -> tuple[str, dict, dict]:
     missing = [r for r in required if r not in args]
     if missing:
         raise UserError(f"`{verb}` needs {', '.join(f'{m}=…' for m in missing)}")
-    if "seed" in args:
-        try:
-            args["seed"] = int(args["seed"])
-        except ValueError:
-            raise UserError(f"seed must be an integer, got {args['seed']!r}") from None
+    for key in ("seed", "severity"):
+        if key in args:
+            try:
+                args[key] = int(args[key])
+            except ValueError:
+                raise UserError(f"{key} must be an integer, got {args[key]!r}") from None
     if "rerun" in args:
         if str(args["rerun"]).lower() not in ("true", "false"):
             raise UserError(f"rerun must be true or false, got {args['rerun']!r}")
@@ -111,6 +113,7 @@ def print_choices(params: dict | None = None) -> None:
         "indicator backends": registry.choices(registry.INDICATORS),
         "perturbations": registry.choices(registry.PERTURBATIONS),
         "face detectors": registry.choices(registry.FACE_DETECTORS),
+        "distortions": registry.choices(registry.DISTORTIONS),
     }
     for name, values in rows.items():
         print(f"{name + ':':20s}{', '.join(values)}")

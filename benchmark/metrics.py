@@ -10,7 +10,13 @@
   Where a (…, test_set, quality, perturbation, subset, level) block has more than one severity,
   a headline row follows with empty severity and the mean over severities of auc/ap/eer/acc
   (NaN if any condition is NaN); its n_real/n_fake are the per-condition counts (empty when the
-  conditions disagree). auc_ci_low/auc_ci_high stay empty until a bootstrap fills them.
+  conditions disagree).
+- ``compute_metrics(scores_df, n_boot=B, boot_seed=S)`` also fills auc_ci_low/auc_ci_high with
+  the 95 % percentile bootstrap CI of the AUC, resampling VIDEOS (stratified by label, all
+  frames of a drawn video kept together; ``benchmark.stats``). The replicates depend only on
+  the seed and the block's videos, so every severity of a block uses the same resamples and a
+  headline row's CI is the percentile interval of the per-replicate mean over its conditions.
+  ``n_boot=0`` (the default) leaves the CI columns empty.
 - ``headline_rows(metrics_df)``: the row that stands for each block (the headline row, or the
   single condition when there is only one).
 - ``metrics_json(metrics_df)``: {protocol: {method: {test_set: {level: {subset: auc}}}}} of the
@@ -24,6 +30,8 @@ import math
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from benchmark import stats
 
 METRIC_COLUMNS = [
     "protocol", "method", "seed", "train_set", "test_set", "subset", "quality", "perturbation",
@@ -82,10 +90,29 @@ def _video_level(df: pd.DataFrame) -> pd.DataFrame:
         label=("label", "first"), manipulation=("manipulation", "first"), score=("score", "mean"))
 
 
-def _condition_rows(key: dict, df: pd.DataFrame) -> list[dict]:
+def _block_key(row: dict) -> tuple:
+    return tuple(None if _isna(row[k]) else row[k] for k in BLOCK_KEYS)
+
+
+def _bootstrap(sample: pd.DataFrame, keep, n_boot: int, seed: int):
+    """Replicate AUCs resampling the videos of ``sample[keep]`` (None when not computable)."""
+    part = sample[keep]
+    y = part["label"].to_numpy(dtype=int)
+    if n_boot <= 0 or np.unique(y).size < 2:
+        return None
+    vids = part["video_id"].to_numpy() if "video_id" in part else part.index.to_numpy()
+    uniq, inv = np.unique(vids.astype(str), return_inverse=True)
+    vlab = np.zeros(uniq.size, int)
+    vlab[inv] = y
+    counts = stats.video_resamples(vlab, n_boot, seed)
+    return stats.clustered_auc(y, part["score"].to_numpy(dtype=float), inv, counts)
+
+
+def _condition_rows(key: dict, df: pd.DataFrame, n_boot: int = 0, seed: int = 0,
+                    boots: dict | None = None) -> list[dict]:
     rows = []
     for level in LEVELS:
-        sample = df if level == "frame" else _video_level(df)
+        sample = df if level == "frame" else _video_level(df).reset_index()
         label = sample["label"].to_numpy(dtype=int)
         reals = label == 0
         fakes = sample.loc[~reals, "manipulation"].astype(str).unique().tolist()
@@ -93,18 +120,25 @@ def _condition_rows(key: dict, df: pd.DataFrame) -> list[dict]:
             keep = np.ones(len(sample), bool) if subset == "all" else (
                 reals | ((sample["manipulation"].astype(str).to_numpy() == subset) & ~reals))
             m = binary_metrics(label[keep], sample["score"].to_numpy(dtype=float)[keep])
-            rows.append({**key, "subset": subset, "level": level, **m,
-                         "auc_ci_low": _NAN, "auc_ci_high": _NAN,
-                         "n_real": int((keep & reals).sum()), "n_fake": int((keep & ~reals).sum())})
+            row = {**key, "subset": subset, "level": level, **m,
+                   "n_real": int((keep & reals).sum()), "n_fake": int((keep & ~reals).sum())}
+            reps = _bootstrap(sample, keep, n_boot, seed)
+            row["auc_ci_low"], row["auc_ci_high"] = stats.percentile_ci(reps if reps is not None else [])
+            if boots is not None and reps is not None:
+                boots.setdefault(_block_key(row), []).append(reps)
+            rows.append(row)
     return rows
 
 
-def _headline(block: pd.DataFrame) -> dict | None:
+def _headline(block: pd.DataFrame, boots: dict | None = None) -> dict | None:
     cond = block[block["severity"].notna()]
     if cond["severity"].nunique() < 2:
         return None
     row = cond.iloc[0].to_dict()
     row.update({v: float(cond[v].mean(skipna=False)) for v in VALUES})
+    reps = (boots or {}).get(_block_key(row), [])
+    same = len(reps) == len(cond) and len({r.shape for r in reps}) == 1
+    row["auc_ci_low"], row["auc_ci_high"] = stats.percentile_ci(np.mean(reps, axis=0) if same else [])
     row["severity"] = _NAN
     for n in ("n_real", "n_fake"):
         row[n] = int(cond[n].iloc[0]) if cond[n].nunique() == 1 else _NAN
@@ -124,19 +158,20 @@ def _sorted(metrics: pd.DataFrame) -> pd.DataFrame:
     return order.drop(columns=["_sub", "_lvl", "_head"]).reset_index(drop=True)
 
 
-def compute_metrics(scores_df: pd.DataFrame) -> pd.DataFrame:
-    """The metrics.csv frame for a scores frame (any number of protocols, methods, seeds)."""
+def compute_metrics(scores_df: pd.DataFrame, n_boot: int = 0, boot_seed: int = 0) -> pd.DataFrame:
+    """The metrics.csv frame for a scores frame (any number of protocols, methods, seeds);
+    ``n_boot`` > 0 adds the video-bootstrap 95 % CI of each AUC (module docstring)."""
     need = CONDITION_KEYS + ["video_id", "label", "manipulation", "score"]
     missing = [c for c in need if c not in scores_df.columns]
     if missing:
         raise ValueError(f"scores frame lacks columns {missing}")
-    rows = []
+    rows, boots = [], {}
     for values, df in scores_df.groupby(CONDITION_KEYS, dropna=False, sort=True):
         key = {k: (_NAN if _isna(v) else v) for k, v in zip(CONDITION_KEYS, values)}
-        rows.extend(_condition_rows(key, df))
+        rows.extend(_condition_rows(key, df, int(n_boot), int(boot_seed), boots))
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     heads = [h for _, block in metrics.groupby(
-        BLOCK_KEYS, dropna=False, sort=True) if (h := _headline(block)) is not None]
+        BLOCK_KEYS, dropna=False, sort=True) if (h := _headline(block, boots)) is not None]
     if heads:
         metrics = pd.concat([metrics, pd.DataFrame(heads, columns=METRIC_COLUMNS)],
                             ignore_index=True)

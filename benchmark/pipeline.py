@@ -19,6 +19,24 @@ def faces_dir(dataset: str) -> Path:
     return Path("data/faces") / dataset
 
 
+def distorted_name(dataset: str, distortion: str, severity: int) -> str:
+    """The faces folder of ``dataset``'s crops under a whole-frame distortion (robustness)."""
+    return f"{dataset}@{distortion}{int(severity)}"
+
+
+def test_sets(proto: dict) -> list[dict]:
+    """The protocol's test sets, each with ``faces``, the faces folder it reads. A protocol
+    with ``distortions: {codes: [...], severities: [...]}`` gets every test set under every
+    code × severity (faces ``<dataset>@<code><severity>``, scores labelled perturbation = code,
+    severity = severity)."""
+    base = [{**t, "faces": t["dataset"]} for t in proto["test_sets"]]
+    dist = proto.get("distortions")
+    if not dist:
+        return base
+    return [{**t, "faces": distorted_name(t["dataset"], c, s), "perturbation": str(c), "severity": int(s)}
+            for t in base for c in dist["codes"] for s in dist["severities"]]
+
+
 def indicators_json(dataset: str) -> Path:
     return Path("data/indicators") / f"{dataset}.json"
 
@@ -49,14 +67,17 @@ def upstream(stage: str, params: dict, **a) -> list[tuple[str, dict]]:
     """The stages whose outputs ``stage`` reads."""
     if stage == "extract":
         return [("synthesize", {})] if dataset_class(params, a["dataset"]).synthetic else []
-    if stage == "indicators":
+    if stage in ("indicators", "distort"):
         return [("extract", {"dataset": a["dataset"]})]
     if stage == "train":
         return [("indicators", {"dataset": parse_train_set(a["train_set"], params)["dataset"]})]
     if stage == "evaluate":
         proto = config.load_protocol(a["protocol"])
         train = ("train", {"method": a["method"], "train_set": train_set_id(proto["train_set"]), "seed": a["seed"]})
-        return [train, *(("indicators", {"dataset": d}) for d in sorted({t["dataset"] for t in proto["test_sets"]}))]
+        distorted = [("distort", {"dataset": t["dataset"], "distortion": t["perturbation"], "severity": t["severity"]})
+                     for t in test_sets(proto) if "perturbation" in t]
+        return [train, *(("indicators", {"dataset": d}) for d in sorted({t["dataset"] for t in proto["test_sets"]})),
+                *distorted]
     return []
 
 
@@ -78,6 +99,8 @@ def outputs(stage: str, params: dict, **a) -> list[Path]:
         return [faces_dir(a["dataset"]) / "manifest.parquet"]
     if stage == "indicators":
         return [indicators_json(a["dataset"])]
+    if stage == "distort":
+        return [faces_dir(distorted_name(a["dataset"], a["distortion"], a["severity"])) / "manifest.parquet"]
     if stage == "train":
         return [model_dir(a["train_set"], a["method"], a["seed"]) / "model.pt"]
     proto = config.load_protocol(a["protocol"])
@@ -121,6 +144,17 @@ def indicators(params: dict, *, dataset: str) -> Path:
 
 
 @_stamped
+def distort(params: dict, *, dataset: str, distortion: str, severity: int) -> Path:
+    from benchmark.data.distorted import distort_faces
+    cfg = params["distort"]
+    out = faces_dir(distorted_name(dataset, distortion, severity))
+    distort_faces(dataset_class(params, dataset)(root=Path(_dataset_cfg(params, dataset)["root"])), faces_dir(dataset),
+                  out, distortion, severity, seed=cfg["seed"], qualities=cfg["qualities"], splits=cfg["splits"],
+                  options=cfg.get("options"))
+    return out / "manifest.parquet"
+
+
+@_stamped
 def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     import torch
 
@@ -149,11 +183,15 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
     model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
     indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
+    if proto.get("distortions") and conditions.n_conditions != 1:
+        raise UserError(f"protocols/{protocol}.yaml: with `distortions`, `conditions` must be one condition (e.g. none)")
     parts = []
-    for test in proto["test_sets"]:
-        rows = _manifest(test["dataset"], test["quality"], test["split"])
-        df = ev.score(model, rows, faces_dir(test["dataset"]), conditions, indicators[test["dataset"]],
+    for test in test_sets(proto):
+        rows = frames_subset(_manifest(test["faces"], test["quality"], test["split"]), proto.get("frames_per_video"))
+        df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
                       params["evaluate"]["batch_size"], params["evaluate"]["seed"])
+        if "perturbation" in test:
+            df = df.assign(perturbation=test["perturbation"], severity=test["severity"])
         parts.append(df.assign(test_set=test["name"]))
     out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
     path = scores_path(protocol, method, train_set, seed)
@@ -170,7 +208,7 @@ def cost(params: dict) -> Path:
 def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
     """Metrics and tables of the grid's protocols and methods (plus any named here),
     so scores left on disk by a method since removed from the grid never show up."""
-    from benchmark import metrics, provenance
+    from benchmark import compare, metrics, provenance
     from benchmark.report import render_report
     protocols = {*params["grid"]["protocols"], *protocols}
     methods = {*params["grid"]["methods"], *methods}
@@ -179,14 +217,18 @@ def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> 
     if not files:
         raise UserError("no scores under results/scores for the grid; run `python -m benchmark run protocol=...` or dvc repro first")
     scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    table = metrics.compute_metrics(scores)
+    mcfg = params["metrics"]
+    table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
     io.write_csv("results/metrics.csv", table)
+    io.write_csv("results/significance.csv", compare.significance(scores, mcfg["reference_method"]))
+    io.write_csv("results/metrics_seeds.csv", compare.seed_summary(table))
     io.write_json("results/metrics.json", metrics.metrics_json(table))
     protos = {p: config.load_protocol(p) for p in sorted(table["protocol"].unique())}
     prov = provenance.collect(params, sorted(table["method"].unique(), key=_method_order(params)),
                               sorted(int(s) for s in table["seed"].unique()), sorted(table["train_set"].unique()))
     paths = render_report(table, prov, protos, Path("results"), **params["report"]["inputs"])
-    return [Path("results/metrics.csv"), Path("results/metrics.json"), *paths]
+    return [Path("results/metrics.csv"), Path("results/metrics.json"), Path("results/significance.csv"),
+            Path("results/metrics_seeds.csv"), *paths]
 
 
 def plots(params: dict) -> list[Path]:
@@ -234,7 +276,7 @@ def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_
 
 # ---------------------------------------------------------------- helpers
 STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators,
-                   "train": train, "evaluate": evaluate}
+                   "distort": distort, "train": train, "evaluate": evaluate}
 
 
 def protocol_methods(proto: dict) -> list[str]:
@@ -308,6 +350,19 @@ def _pair_manifest(spec: dict) -> pd.DataFrame | None:
         if quality != spec["quality"] and not rows.empty:
             return rows
     return None
+
+
+def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:
+    """At most ``k`` of each video's extracted frames, spread evenly (a protocol's
+    ``frames_per_video``; None keeps all)."""
+    if not k:
+        return rows
+    from benchmark.data.extract import sample_indices
+    rows = rows.sort_values(["quality", "video_id", "frame_idx"], kind="mergesort")
+    pos = rows.groupby(["quality", "video_id"], sort=False).cumcount().to_numpy()
+    size = rows.groupby(["quality", "video_id"], sort=False)["frame_idx"].transform("size").to_numpy()
+    keep = [p in sample_indices(n, int(k)) for p, n in zip(pos, size)]
+    return rows[keep]
 
 
 def _indicator(params: dict, dataset: str):

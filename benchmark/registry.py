@@ -18,6 +18,7 @@ DATASETS = Registry("dataset")
 INDICATORS = Registry("indicator backend")
 PERTURBATIONS = Registry("perturbation")
 FACE_DETECTORS = Registry("face detector")
+DISTORTIONS = Registry("distortion")  # whole-frame distortions (benchmark/data/distort.py)
 
 _PACKAGES = ("methods", "benchmark.data", "benchmark.indicators", "benchmark.perturb")
 

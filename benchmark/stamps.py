@@ -19,9 +19,10 @@ STAGES = {
     "synthesize": (["synthff"], ["benchmark/data/synthff.py", "benchmark/data/_synthff_draw.py", "benchmark/data/layout.py"]),
     "extract": (["extract", "datasets"], ["benchmark/data/extract.py", "benchmark/data/faces.py", "benchmark/data/layout.py"]),
     "indicators": (["indicators"], ["benchmark/indicators"]),
+    "distort": (["distort"], ["benchmark/data/distort.py", "benchmark/data/distorted.py"]),
     "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py"]),
     "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluate.py", "benchmark/perturb.py"]),
-    "report": (["report", "grid"], ["benchmark/metrics.py", "benchmark/report"]),
+    "report": (["report", "grid", "metrics"], ["benchmark/metrics.py", "benchmark/report", "benchmark/stats.py", "benchmark/compare.py"]),
 }
 
 

@@ -73,7 +73,13 @@ def test_repro_writes_the_contracted_outputs(project):
     headline = metrics[metrics["severity"].isna()]
     assert set(headline["subset"]) == {"DF", "F2F", "FS", "NT", "all"}
     assert headline["auc"].between(0, 1).all()
-    assert metrics["auc_ci_low"].isna().all()  # not measured yet: empty, never invented
+    measured = metrics[metrics["auc"].notna()]  # video-bootstrap CI wherever the AUC is defined
+    assert measured["auc_ci_low"].notna().all() and (measured["auc_ci_low"] <= measured["auc_ci_high"]).all()
+    assert metrics.loc[metrics["auc"].isna(), "auc_ci_low"].isna().all()
+    sig = pd.read_csv(proj / "results/significance.csv")  # dpl is the reference: baseline vs dpl
+    assert set(sig["method"]) == {"baseline"} and set(sig["reference_method"]) == {"dpl"}
+    assert sig["p_value"].between(0, 1).all()
+    assert (pd.read_csv(proj / "results/metrics_seeds.csv")["n_seeds"] == 1).all()
     scores = pd.read_parquet(proj / "results/scores/cross_quality/dpl/ff_c23_seed0.parquet")
     assert sorted(scores["severity"].unique()) == [0, 1, 2, 3]
     assert (scores.loc[scores["severity"] == 0, "jpeg_quality"] == 100).all()

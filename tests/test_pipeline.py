@@ -59,3 +59,22 @@ def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypat
     assert provenance.collect(real, ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is False
     assert pipeline.upstream("extract", real, dataset="ff") == []  # a downloaded tree is not generated
     assert pipeline.upstream("extract", config.load_params(), dataset="ff") == [("synthesize", {})]
+
+
+def test_frames_subset_spreads_k_frames_per_video_and_none_keeps_all():
+    rows = pd.DataFrame([dict(quality="c23", video_id=v, frame_idx=f) for v in ("a", "b") for f in (0, 3, 6, 9, 12)])
+    got = pipeline.frames_subset(rows.sample(frac=1, random_state=0), 2)
+    assert sorted(zip(got.video_id, got.frame_idx)) == [("a", 0), ("a", 12), ("b", 0), ("b", 12)]
+    assert len(pipeline.frames_subset(rows, 3)) == 6 and len(pipeline.frames_subset(rows, None)) == 10
+
+
+def test_distortion_protocol_expands_test_sets_and_chains_distort_stages(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    proto = config.load_protocol("robustness")
+    sets = pipeline.test_sets(proto)
+    n = len(proto["distortions"]["codes"]) * len(proto["distortions"]["severities"])
+    assert len(sets) == n * len(proto["test_sets"])
+    assert any(t["faces"] == "ff@VC5" and t["perturbation"] == "VC" and t["severity"] == 5 for t in sets)
+    up = pipeline.upstream("evaluate", config.load_params(), protocol="robustness", method="baseline", seed=0)
+    assert sum(s == "distort" for s, _ in up) == n
+    assert pipeline.test_sets(config.load_protocol("cross_quality"))[0]["faces"] == "ff"

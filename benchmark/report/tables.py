@@ -14,10 +14,11 @@ Spec (protocol YAML ``table:``), every key names a column of the metrics frame:
 Which values appear, and in what order: when the protocol lists a dimension under its plural
 name (``subsets``, ``test_sets`` -- strings, or dicts with ``name`` and optional ``label``),
 exactly the listed values present in the data, in that order (so ``all`` is not a column unless
-listed); for ``method``, the order of ``provenance["methods"]``, then any other by name; for
+listed; a listed dimension that splits tables keeps only its listed values); for ``method``, the order of ``provenance["methods"]``, then any other by name; for
 an unlisted ``subset``, DF F2F FS NT, others, ``all``; otherwise sorted. A protocol without a
 ``table`` spec gets the defaults. Rows are headline rows (``benchmark.metrics.headline_rows``) averaged over
-seeds. A dimension the spec does not name that still varies inside a cell (e.g. several
+seeds; with ``severity`` as a dimension, the per-condition rows instead (e.g. the robustness
+protocol: columns = severity 1..5, whose ``Avg`` is the headline mean). A dimension the spec does not name that still varies inside a cell (e.g. several
 perturbations) splits the output into one table per value, named in the caption.
 
 Marks, per column (Avg included), higher is better (lower for ``eer``), on the values as
@@ -184,7 +185,11 @@ def build_tables(metrics: pd.DataFrame, name: str, protocol: dict,
     cell_dims = [d for d in (rows_dim, group_dim, col_dim) if d]
     tables = []
     for level in levels:
-        head = headline_rows(mine[mine["level"] == level])
+        at = mine[mine["level"] == level]  # columns = severity: the per-condition rows, Avg = headline
+        head = at[at["severity"].notna()] if "severity" in cell_dims else headline_rows(at)
+        for d in SPLIT_CANDIDATES:  # a listed dimension that is not a cell dimension: listed values only
+            if d not in cell_dims and _listed(d, protocol) is not None and d in head:
+                head = head[head[d].astype(str).isin([v for v, _ in _listed(d, protocol)])]
         splits = _split_dims(head, cell_dims)
         parts = [((), head)] if not splits else head.groupby(splits, dropna=False, sort=True)
         for split_key, part in parts:
