@@ -13,7 +13,7 @@ from benchmark.errors import UserError
 
 # verb -> (required arguments, optional arguments with defaults)
 VERBS = {
-    "synthesize": ((), {}),
+    "synthesize": ((), {"dataset": "ff"}),
     "extract": ((), {"dataset": "ff"}),
     "indicators": ((), {"dataset": "ff"}),
     "train": (("method",), {"train_set": "ff_c23", "seed": 0}),

@@ -32,31 +32,57 @@ def scores_path(protocol: str, method: str, train_set: str, seed: int) -> Path:
 
 
 def train_set_id(spec: dict) -> str:
-    return f"{spec['dataset']}_{spec['quality']}"
+    """``<dataset>_<quality>``, plus ``_<M>`` per manipulation when the set keeps only those
+    fakes (with all reals): ``ff_c23``, ``ff_c23_DF``."""
+    return "_".join([spec["dataset"], spec["quality"], *spec.get("manipulations", ())])
 
 
 def parse_train_set(name: str, params: dict) -> dict:
+    """``ff_c23`` -> {dataset: ff, quality: c23, split: train}; ``ff_c23_DF`` adds
+    manipulations [DF] (train on the reals and the DF fakes only)."""
     from benchmark.data.layout import QUALITIES
-    dataset, _, quality = name.rpartition("_")
-    if dataset not in params["datasets"] or quality not in QUALITIES:
+    parts = str(name).split("_")
+    at = next((i for i, p in enumerate(parts) if p in QUALITIES and i > 0), None)
+    dataset = "_".join(parts[:at]) if at else ""
+    if at is None or dataset not in params["datasets"] or not all(parts[at + 1:]):
         valid = [f"{d}_{q}" for d in params["datasets"] for q in QUALITIES]
-        raise UserError(f"unknown train_set {name!r}; choose one of: {', '.join(valid)}")
-    return {"dataset": dataset, "quality": quality, "split": "train"}
+        raise UserError(f"unknown train_set {name!r}; choose one of: {', '.join(valid)}, "
+                        f"optionally followed by _<manipulation> codes (e.g. ff_c23_DF)")
+    spec = {"dataset": dataset, "quality": parts[at], "split": "train"}
+    if parts[at + 1:]:
+        spec["manipulations"] = parts[at + 1:]
+    return spec
+
+
+def protocol_train_sets(proto: dict) -> list[str]:
+    """The train set ids a protocol trains on: ``train_sets`` (ids, or dicts with ``name``)
+    or the single ``train_set`` mapping {dataset, quality[, manipulations]}."""
+    if "train_sets" in proto:
+        entries = proto["train_sets"]
+        ids = [e["name"] if isinstance(e, dict) else e for e in entries or []] if isinstance(entries, list) else []
+        if not ids or not all(isinstance(i, str) for i in ids):
+            raise UserError(f"protocol {proto.get('name')!r}: train_sets must be a list of train set ids "
+                            f"(e.g. ff_c23_DF) or of mappings with a name")
+        return ids
+    if not isinstance(proto.get("train_set"), dict):
+        raise UserError(f"protocol {proto.get('name')!r} needs train_set {{dataset, quality}} or train_sets [ids]")
+    return [train_set_id(proto["train_set"])]
 
 
 # ---------------------------------------------------------------- keys
 def upstream(stage: str, params: dict, **a) -> list[tuple[str, dict]]:
     """The stages whose outputs ``stage`` reads."""
     if stage == "extract":
-        return [("synthesize", {})] if dataset_class(params, a["dataset"]).synthetic else []
+        return [("synthesize", {"dataset": a["dataset"]})] if dataset_class(params, a["dataset"]).synthetic else []
     if stage == "indicators":
-        return [("extract", {"dataset": a["dataset"]})]
+        edges = _dataset_cfg(params, a["dataset"], check_root=False).get("indicator_edges")
+        return [("extract", {"dataset": a["dataset"]})] + ([("indicators", {"dataset": edges})] if edges else [])
     if stage == "train":
         return [("indicators", {"dataset": parse_train_set(a["train_set"], params)["dataset"]})]
     if stage == "evaluate":
         proto = config.load_protocol(a["protocol"])
-        train = ("train", {"method": a["method"], "train_set": train_set_id(proto["train_set"]), "seed": a["seed"]})
-        return [train, *(("indicators", {"dataset": d}) for d in sorted({t["dataset"] for t in proto["test_sets"]}))]
+        trains = [("train", {"method": a["method"], "train_set": ts, "seed": a["seed"]}) for ts in protocol_train_sets(proto)]
+        return [*trains, *(("indicators", {"dataset": d}) for d in sorted({t["dataset"] for t in proto["test_sets"]}))]
     return []
 
 
@@ -69,7 +95,7 @@ def stage_key(stage: str, params: dict, **a) -> str:
 
 def outputs(stage: str, params: dict, **a) -> list[Path]:
     if stage == "synthesize":
-        return [Path(params["datasets"]["ff"]["root"])]
+        return [Path(params["datasets"][a["dataset"]]["root"])]
     if stage == "extract":
         return [faces_dir(a["dataset"]) / "manifest.parquet"]
     if stage == "indicators":
@@ -77,7 +103,7 @@ def outputs(stage: str, params: dict, **a) -> list[Path]:
     if stage == "train":
         return [model_dir(a["train_set"], a["method"], a["seed"]) / "model.pt"]
     proto = config.load_protocol(a["protocol"])
-    return [scores_path(a["protocol"], a["method"], train_set_id(proto["train_set"]), a["seed"])]
+    return [scores_path(a["protocol"], a["method"], ts, a["seed"]) for ts in protocol_train_sets(proto)]
 
 
 def _stamped(fn):
@@ -92,9 +118,17 @@ def _stamped(fn):
 
 # ---------------------------------------------------------------- stages
 @_stamped
-def synthesize(params: dict) -> Path:
-    root = Path(params["datasets"]["ff"]["root"])
-    dataset_class(params, "ff")(root=root).synthesize(params["synthff"])
+def synthesize(params: dict, *, dataset: str = "ff") -> Path:
+    """Generate a synthetic dataset: params ``synthff`` updated by ``datasets.<dataset>.synthff``
+    (the stand-ins' seed, sizes, appearance) and its ``manipulations``."""
+    cfg = _dataset_cfg(params, dataset, check_root=False)
+    if not hasattr(dataset_class(params, dataset), "synthesize"):
+        raise UserError(f"datasets.{dataset} ({cfg['name']}) is not generated; point its root at the downloaded data")
+    gen = {**params["synthff"], **(cfg.get("synthff") or {})}
+    if cfg.get("manipulations"):
+        gen["manipulations"] = cfg["manipulations"]
+    root = Path(cfg["root"])
+    dataset_class(params, dataset)(root=root).synthesize(gen)
     return root
 
 
@@ -111,8 +145,10 @@ def indicators(params: dict, *, dataset: str) -> Path:
     from benchmark import indicators as ind
     cfg = _dataset_cfg(params, dataset)
     meta = Path(cfg["root"]) / "metadata.parquet"
+    edges = cfg.get("indicator_edges")   # a test-only dataset is binned with its training set's edges
     ind.compute_indicators(faces_dir(dataset), Path("data/indicators"), dataset, params["indicators"],
-                           metadata=meta if meta.is_file() else None)
+                           metadata=meta if meta.is_file() else None,
+                           edges_from=indicators_json(edges) if edges else None)
     return indicators_json(dataset)
 
 
@@ -124,6 +160,11 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     from benchmark.data.frames import TrainFrames
     spec = parse_train_set(train_set, params)
     rows = _manifest(spec["dataset"], spec["quality"], spec["split"])
+    if spec.get("manipulations"):
+        rows = rows[(rows["label"] == 0) | rows["manipulation"].isin(spec["manipulations"])]
+        if rows["label"].nunique() < 2:
+            raise UserError(f"train set {train_set}: no {'/'.join(spec['manipulations'])} fakes in "
+                            f"{faces_dir(spec['dataset'])}/manifest.parquet; check the manipulation codes")
     augment = perturb.RandomJPEG() if params["train"]["jpeg_aug"] else None
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment)
     torch.manual_seed(seed)
@@ -136,23 +177,24 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
 
 
 @_stamped
-def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
+def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
     from benchmark import engine, evaluate as ev
     proto = config.load_protocol(protocol)
-    train_set = train_set_id(proto["train_set"])
-    model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
     indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
-    parts = []
-    for test in proto["test_sets"]:
-        rows = _manifest(test["dataset"], test["quality"], test["split"])
-        df = ev.score(model, rows, faces_dir(test["dataset"]), conditions, indicators[test["dataset"]],
-                      params["evaluate"]["batch_size"], params["evaluate"]["seed"])
-        parts.append(df.assign(test_set=test["name"]))
-    out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
-    path = scores_path(protocol, method, train_set, seed)
-    io.write_parquet(path, out)
-    return path
+    tests = {t["name"]: _manifest(t["dataset"], t["quality"], t["split"]) for t in proto["test_sets"]}
+    paths = []
+    for train_set in protocol_train_sets(proto):
+        model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
+        parts = []
+        for test in proto["test_sets"]:
+            df = ev.score(model, tests[test["name"]], faces_dir(test["dataset"]), conditions,
+                          indicators[test["dataset"]], params["evaluate"]["batch_size"], params["evaluate"]["seed"])
+            parts.append(df.assign(test_set=test["name"]))
+        out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
+        paths.append(scores_path(protocol, method, train_set, seed))
+        io.write_parquet(paths[-1], out)
+    return paths
 
 
 def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
@@ -213,14 +255,14 @@ def build_method(params: dict, name: str):
 
 def dataset_class(params: dict, dataset: str):
     """The registered class of the dataset that ``datasets.<dataset>`` names."""
-    return registry.get(registry.DATASETS, params["datasets"][dataset]["name"])
+    return registry.get(registry.DATASETS, _dataset_cfg(params, dataset, check_root=False)["name"])
 
 
-def _dataset_cfg(params: dict, dataset: str) -> dict:
+def _dataset_cfg(params: dict, dataset: str, check_root: bool = True) -> dict:
     if dataset not in params["datasets"]:
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(params['datasets'])}")
     cfg = params["datasets"][dataset]
-    if not Path(cfg["root"]).exists():
+    if check_root and not Path(cfg["root"]).exists():
         raise UserError(f"dataset root {cfg['root']} does not exist; set datasets.{dataset}.root in params.yaml")
     return cfg
 

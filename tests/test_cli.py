@@ -49,7 +49,7 @@ def test_verb_arguments_are_separated_from_overrides():
 @pytest.mark.parametrize("argv, message", [
     (["fly"], "unknown verb 'fly'; choose one of: synthesize, extract"),
     (["run"], "`run` needs protocol=…"),
-    (["run", "protocol=nope"], "unknown protocol 'nope'; choose one of: cross_quality"),
+    (["run", "protocol=nope"], "unknown protocol 'nope'; choose one of: cross_dataset, cross_manipulation, cross_quality"),
     (["train", "method=nope"], "unknown method 'nope'; choose one of: baseline, dpl"),
     (["train", "method=dpl", "seed=x"], "seed must be an integer"),
     (["run", "protocol=cross_quality", "train.epoch=2"], "unknown key 'train.epoch'"),
@@ -82,7 +82,8 @@ def test_dvc_stages_declare_what_the_pipeline_fingerprints():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, (params, code) in stamps.STAGES.items():
         declared = stages[name]
-        assert sorted(declared["params"]) == sorted(p.replace("{method}", "${item.method}") for p in params), name
+        assert sorted(declared["params"]) == sorted(p.replace("{method}", "${item.method}").replace("{dataset}", "ff")
+                                                    for p in params), name
         deps = set(declared["deps"])
         for c in code:
             assert c.replace("{method}", "${item.method}") in deps, (name, c)

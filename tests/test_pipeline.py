@@ -58,4 +58,4 @@ def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypat
     real = config.load_params({"datasets.ff.name": "ffpp"})
     assert provenance.collect(real, ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is False
     assert pipeline.upstream("extract", real, dataset="ff") == []  # a downloaded tree is not generated
-    assert pipeline.upstream("extract", config.load_params(), dataset="ff") == [("synthesize", {})]
+    assert pipeline.upstream("extract", config.load_params(), dataset="ff") == [("synthesize", {"dataset": "ff"})]
