@@ -69,6 +69,17 @@ def protocol_train_sets(proto: dict) -> list[str]:
     return [train_set_id(proto["train_set"])]
 
 
+def train_rows(spec: dict, rows: pd.DataFrame, name: str = "") -> pd.DataFrame:
+    """The manifest rows a train set keeps: all, or the reals and the fakes of its manipulations."""
+    if not spec.get("manipulations"):
+        return rows
+    rows = rows[(rows["label"] == 0) | rows["manipulation"].isin(spec["manipulations"])]
+    if rows["label"].nunique() < 2:
+        raise UserError(f"train set {name or train_set_id(spec)}: no {'/'.join(spec['manipulations'])} fakes "
+                        f"next to reals in {faces_dir(spec['dataset'])}/manifest.parquet; check the manipulation codes")
+    return rows
+
+
 # ---------------------------------------------------------------- keys
 def upstream(stage: str, params: dict, **a) -> list[tuple[str, dict]]:
     """The stages whose outputs ``stage`` reads."""
@@ -159,12 +170,7 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     from benchmark import engine, perturb
     from benchmark.data.frames import TrainFrames
     spec = parse_train_set(train_set, params)
-    rows = _manifest(spec["dataset"], spec["quality"], spec["split"])
-    if spec.get("manipulations"):
-        rows = rows[(rows["label"] == 0) | rows["manipulation"].isin(spec["manipulations"])]
-        if rows["label"].nunique() < 2:
-            raise UserError(f"train set {train_set}: no {'/'.join(spec['manipulations'])} fakes in "
-                            f"{faces_dir(spec['dataset'])}/manifest.parquet; check the manipulation codes")
+    rows = train_rows(spec, _manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
     augment = perturb.RandomJPEG() if params["train"]["jpeg_aug"] else None
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment)
     torch.manual_seed(seed)
