@@ -264,3 +264,34 @@ def test_ffiw_layout(tmp_path, clips):
         DATASETS.get("ffiw")(root=root).list_videos("c23")
     with pytest.raises(UserError, match="no videos in"):
         DATASETS.get("ffiw")(root=root, split="val").list_videos("c23")
+
+
+# ---------------------------------------------------------------- SynthFF stand-ins
+def test_shift_appearance_by_hand():
+    img = np.array([[[0.0, 127.5, 255.0]]], np.float32)
+    out = synthff.shift_appearance(img, {"gain": [1.0, 0.5, 2.0], "gamma": 2.0, "offset": 4})
+    # 255 * gain * (v/255)^2 + 4: (0 + 4, 255*0.5*0.25 + 4, 255*2*1 + 4)
+    np.testing.assert_allclose(out, [[[4.0, 35.875, 514.0]]], rtol=1e-6)
+    assert synthff.shift_appearance(img, None) is img
+
+
+def test_standin_families_are_generated_in_their_folders(tmp_path):
+    cfg = dict(seed=5, pairs=dict(train=0, val=0, test=1), frames=3, size=64, crf=dict(c23=23, c40=40),
+               manipulations=list(synthff.STANDIN_MANIPULATIONS))
+    root = synthff.synthesize(cfg, tmp_path / "standin", workers=1)
+    t, s = layout.read_splits(root)["test"][0]
+    real = synthff.decode(layout.real_dir(root, "raw") / f"{t}.mp4")[0].astype(int)
+    for kind, folder in (("FSH", "FaceShifter"), ("CDF", "CelebDFLike"), ("FFIW", "FFIWLike")):
+        path = root / "manipulated_sequences" / folder / "raw" / "videos" / f"{t}_{s}.mp4"
+        fake = synthff.decode(path)[0].astype(int)
+        assert 0.5 < np.abs(fake - real).mean() < 30, kind
+        assert np.array_equal(fake[:4], real[:4]), kind               # the background is untouched
+    ds = synthff.SynthFF(root, manipulations=list(synthff.STANDIN_MANIPULATIONS))
+    videos = ds.list_videos(["c23"], "test")
+    assert len(videos) == 2 + 3 * 2 and ds.partial == []
+    shifted = synthff.synthesize({**cfg, "manipulations": ["FSH"], "appearance": {"gain": [1.2, 1.0, 0.8]}},
+                                 tmp_path / "shifted", workers=1)
+    moved = synthff.decode(layout.real_dir(shifted, "raw") / f"{t}.mp4")[0].astype(float)
+    assert moved[..., 0].mean() > real[..., 0].mean() + 5 and moved[..., 2].mean() < real[..., 2].mean() - 5
+    with pytest.raises(UserError, match="synthff manipulations"):
+        synthff.synthesize({**cfg, "manipulations": ["XX"]}, tmp_path / "bad", workers=1)
