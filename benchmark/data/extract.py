@@ -38,7 +38,7 @@ from tqdm import tqdm
 from benchmark.data import faces, layout
 from benchmark import io
 from benchmark.io import atomic_path
-from benchmark.registry import DATASETS, get
+from benchmark.registry import DATASETS, FACE_DETECTORS, get
 
 MANIFEST_COLUMNS = ["video_id", "frame_idx", "label", "manipulation", "quality", "split", "path",
                     "detector", "x0", "y0", "x1", "y1"]
@@ -201,6 +201,8 @@ def _run(todo: list[dict], work: Path, root, detector, opts: dict, workers: int)
             yield _one_video(video, work, det, opts)
         return
     ctx = multiprocessing.get_context("spawn")   # no fork: the parent may hold torch threads
+    if isinstance(detector, str):   # resolve the class here: workers then skip the registry's imports
+        detector = get(FACE_DETECTORS, detector)
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
                              initargs=(detector, root)) as pool:
         futures = [pool.submit(_worker, video, work, opts) for video in todo]
@@ -217,8 +219,9 @@ _DETECTOR = None   # the worker process's detector
 
 
 def _init_worker(detector, root) -> None:
+    """``detector``: a detector class (built here with ``root``) or a ready detector object."""
     global _DETECTOR
-    _DETECTOR = faces.build_detector(detector, root) if isinstance(detector, str) else detector
+    _DETECTOR = detector(root=root) if isinstance(detector, type) else detector
 
 
 def _worker(video: dict, work: Path, opts: dict) -> dict:
