@@ -13,7 +13,7 @@ from benchmark.errors import UserError
 
 # verb -> (required arguments, optional arguments with defaults)
 VERBS = {
-    "synthesize": ((), {}),
+    "synthesize": ((), {"dataset": "ff"}),
     "extract": ((), {"dataset": "ff"}),
     "indicators": ((), {"dataset": "ff"}),
     "distort": (("distortion", "severity"), {"dataset": "ff"}),

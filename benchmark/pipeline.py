@@ -50,33 +50,72 @@ def scores_path(protocol: str, method: str, train_set: str, seed: int) -> Path:
 
 
 def train_set_id(spec: dict) -> str:
-    return f"{spec['dataset']}_{spec['quality']}"
+    """``<dataset>_<quality>``, plus ``_<M>`` per manipulation when the set keeps only those
+    fakes (with all reals): ``ff_c23``, ``ff_c23_DF``."""
+    return "_".join([spec["dataset"], spec["quality"], *spec.get("manipulations", ())])
 
 
 def parse_train_set(name: str, params: dict) -> dict:
+    """``ff_c23`` -> {dataset: ff, quality: c23, split: train}; ``ff_c23_DF`` adds
+    manipulations [DF] (train on the reals and the DF fakes only)."""
     from benchmark.data.layout import QUALITIES
-    dataset, _, quality = name.rpartition("_")
-    if dataset not in params["datasets"] or quality not in QUALITIES:
+    parts = str(name).split("_")
+    at = next((i for i, p in enumerate(parts) if p in QUALITIES and i > 0), None)
+    dataset = "_".join(parts[:at]) if at else ""
+    if at is None or dataset not in params["datasets"] or not all(parts[at + 1:]):
         valid = [f"{d}_{q}" for d in params["datasets"] for q in QUALITIES]
-        raise UserError(f"unknown train_set {name!r}; choose one of: {', '.join(valid)}")
-    return {"dataset": dataset, "quality": quality, "split": "train"}
+        raise UserError(f"unknown train_set {name!r}; choose one of: {', '.join(valid)}, "
+                        f"optionally followed by _<manipulation> codes (e.g. ff_c23_DF)")
+    spec = {"dataset": dataset, "quality": parts[at], "split": "train"}
+    if parts[at + 1:]:
+        spec["manipulations"] = parts[at + 1:]
+    return spec
+
+
+def protocol_train_sets(proto: dict) -> list[str]:
+    """The train set ids a protocol trains on: ``train_sets`` (ids, or dicts with ``name``)
+    or the single ``train_set`` mapping {dataset, quality[, manipulations]}."""
+    if "train_sets" in proto:
+        entries = proto["train_sets"]
+        ids = [e["name"] if isinstance(e, dict) else e for e in entries or []] if isinstance(entries, list) else []
+        if not ids or not all(isinstance(i, str) for i in ids):
+            raise UserError(f"protocol {proto.get('name')!r}: train_sets must be a list of train set ids "
+                            f"(e.g. ff_c23_DF) or of mappings with a name")
+        return ids
+    if not isinstance(proto.get("train_set"), dict):
+        raise UserError(f"protocol {proto.get('name')!r} needs train_set {{dataset, quality}} or train_sets [ids]")
+    return [train_set_id(proto["train_set"])]
+
+
+def train_rows(spec: dict, rows: pd.DataFrame, name: str = "") -> pd.DataFrame:
+    """The manifest rows a train set keeps: all, or the reals and the fakes of its manipulations."""
+    if not spec.get("manipulations"):
+        return rows
+    rows = rows[(rows["label"] == 0) | rows["manipulation"].isin(spec["manipulations"])]
+    if rows["label"].nunique() < 2:
+        raise UserError(f"train set {name or train_set_id(spec)}: no {'/'.join(spec['manipulations'])} fakes "
+                        f"next to reals in {faces_dir(spec['dataset'])}/manifest.parquet; check the manipulation codes")
+    return rows
 
 
 # ---------------------------------------------------------------- keys
 def upstream(stage: str, params: dict, **a) -> list[tuple[str, dict]]:
     """The stages whose outputs ``stage`` reads."""
     if stage == "extract":
-        return [("synthesize", {})] if dataset_class(params, a["dataset"]).synthetic else []
-    if stage in ("indicators", "distort"):
+        return [("synthesize", {"dataset": a["dataset"]})] if dataset_class(params, a["dataset"]).synthetic else []
+    if stage == "indicators":
+        edges = _dataset_cfg(params, a["dataset"], check_root=False).get("indicator_edges")
+        return [("extract", {"dataset": a["dataset"]})] + ([("indicators", {"dataset": edges})] if edges else [])
+    if stage == "distort":
         return [("extract", {"dataset": a["dataset"]})]
     if stage == "train":
         return [("indicators", {"dataset": parse_train_set(a["train_set"], params)["dataset"]})]
     if stage == "evaluate":
         proto = config.load_protocol(a["protocol"])
-        train = ("train", {"method": a["method"], "train_set": train_set_id(proto["train_set"]), "seed": a["seed"]})
+        trains = [("train", {"method": a["method"], "train_set": ts, "seed": a["seed"]}) for ts in protocol_train_sets(proto)]
         distorted = [("distort", {"dataset": t["dataset"], "distortion": t["perturbation"], "severity": t["severity"]})
                      for t in test_sets(proto) if "perturbation" in t]
-        return [train, *(("indicators", {"dataset": d}) for d in sorted({t["dataset"] for t in proto["test_sets"]})),
+        return [*trains, *(("indicators", {"dataset": d}) for d in sorted({t["dataset"] for t in proto["test_sets"]})),
                 *distorted]
     return []
 
@@ -94,7 +133,7 @@ def stage_key(stage: str, params: dict, **a) -> str:
 
 def outputs(stage: str, params: dict, **a) -> list[Path]:
     if stage == "synthesize":
-        return [Path(params["datasets"]["ff"]["root"])]
+        return [Path(params["datasets"][a["dataset"]]["root"])]
     if stage == "extract":
         return [faces_dir(a["dataset"]) / "manifest.parquet"]
     if stage == "indicators":
@@ -104,7 +143,7 @@ def outputs(stage: str, params: dict, **a) -> list[Path]:
     if stage == "train":
         return [model_dir(a["train_set"], a["method"], a["seed"]) / "model.pt"]
     proto = config.load_protocol(a["protocol"])
-    return [scores_path(a["protocol"], a["method"], train_set_id(proto["train_set"]), a["seed"])]
+    return [scores_path(a["protocol"], a["method"], ts, a["seed"]) for ts in protocol_train_sets(proto)]
 
 
 def _stamped(fn):
@@ -119,9 +158,17 @@ def _stamped(fn):
 
 # ---------------------------------------------------------------- stages
 @_stamped
-def synthesize(params: dict) -> Path:
-    root = Path(params["datasets"]["ff"]["root"])
-    dataset_class(params, "ff")(root=root).synthesize(params["synthff"])
+def synthesize(params: dict, *, dataset: str = "ff") -> Path:
+    """Generate a synthetic dataset: params ``synthff`` updated by ``datasets.<dataset>.synthff``
+    (the stand-ins' seed, sizes, appearance) and its ``manipulations``."""
+    cfg = _dataset_cfg(params, dataset, check_root=False)
+    if not hasattr(dataset_class(params, dataset), "synthesize"):
+        raise UserError(f"datasets.{dataset} ({cfg['name']}) is not generated; point its root at the downloaded data")
+    gen = {**params["synthff"], **(cfg.get("synthff") or {})}
+    if cfg.get("manipulations"):
+        gen["manipulations"] = cfg["manipulations"]
+    root = Path(cfg["root"])
+    dataset_class(params, dataset)(root=root).synthesize(gen)
     return root
 
 
@@ -138,8 +185,10 @@ def indicators(params: dict, *, dataset: str) -> Path:
     from benchmark import indicators as ind
     cfg = _dataset_cfg(params, dataset)
     meta = Path(cfg["root"]) / "metadata.parquet"
+    edges = cfg.get("indicator_edges")   # a test-only dataset is binned with its training set's edges
     ind.compute_indicators(faces_dir(dataset), Path("data/indicators"), dataset, params["indicators"],
-                           metadata=meta if meta.is_file() else None)
+                           metadata=meta if meta.is_file() else None,
+                           edges_from=indicators_json(edges) if edges else None)
     return indicators_json(dataset)
 
 
@@ -161,7 +210,7 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     from benchmark import engine, perturb
     from benchmark.data.frames import TrainFrames
     spec = parse_train_set(train_set, params)
-    rows = _manifest(spec["dataset"], spec["quality"], spec["split"])
+    rows = train_rows(spec, _manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
     augment = perturb.RandomJPEG() if params["train"]["jpeg_aug"] else None
     torch.manual_seed(seed)
     model = build_method(params, method)
@@ -176,27 +225,29 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
 
 
 @_stamped
-def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> Path:
+def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
     from benchmark import engine, evaluate as ev
     proto = config.load_protocol(protocol)
-    train_set = train_set_id(proto["train_set"])
-    model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
     indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
     if proto.get("distortions") and conditions.n_conditions != 1:
         raise UserError(f"protocols/{protocol}.yaml: with `distortions`, `conditions` must be one condition (e.g. none)")
-    parts = []
-    for test in test_sets(proto):
-        rows = frames_subset(_manifest(test["faces"], test["quality"], test["split"]), proto.get("frames_per_video"))
-        df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
-                      params["evaluate"]["batch_size"], params["evaluate"]["seed"])
-        if "perturbation" in test:
-            df = df.assign(perturbation=test["perturbation"], severity=test["severity"])
-        parts.append(df.assign(test_set=test["name"]))
-    out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
-    path = scores_path(protocol, method, train_set, seed)
-    io.write_parquet(path, out)
-    return path
+    tests = [(t, frames_subset(_manifest(t["faces"], t["quality"], t["split"]), proto.get("frames_per_video")))
+             for t in test_sets(proto)]
+    paths = []
+    for train_set in protocol_train_sets(proto):
+        model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
+        parts = []
+        for test, rows in tests:
+            df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
+                          params["evaluate"]["batch_size"], params["evaluate"]["seed"])
+            if "perturbation" in test:
+                df = df.assign(perturbation=test["perturbation"], severity=test["severity"])
+            parts.append(df.assign(test_set=test["name"]))
+        out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
+        paths.append(scores_path(protocol, method, train_set, seed))
+        io.write_parquet(paths[-1], out)
+    return paths
 
 
 def cost(params: dict) -> Path:
@@ -318,14 +369,14 @@ def build_method(params: dict, name: str):
 
 def dataset_class(params: dict, dataset: str):
     """The registered class of the dataset that ``datasets.<dataset>`` names."""
-    return registry.get(registry.DATASETS, params["datasets"][dataset]["name"])
+    return registry.get(registry.DATASETS, _dataset_cfg(params, dataset, check_root=False)["name"])
 
 
-def _dataset_cfg(params: dict, dataset: str) -> dict:
+def _dataset_cfg(params: dict, dataset: str, check_root: bool = True) -> dict:
     if dataset not in params["datasets"]:
         raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(params['datasets'])}")
     cfg = params["datasets"][dataset]
-    if not Path(cfg["root"]).exists():
+    if check_root and not Path(cfg["root"]).exists():
         raise UserError(f"dataset root {cfg['root']} does not exist; set datasets.{dataset}.root in params.yaml")
     return cfg
 

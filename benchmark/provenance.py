@@ -34,7 +34,7 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
                       "binning": params["indicators"]["binning"], "k": params["indicators"]["k"],
                       "logit_scale": params["indicators"]["logit_scale"]},
         "seeds": seeds,
-        "notes": _indicator_notes(ind),
+        "notes": _indicator_notes(ind) + partial_notes(params),
         "commit": git_commit(),
         "dvc_lock": _dvc_lock_hashes(),
     }
@@ -50,6 +50,19 @@ def _indicator_notes(ind: dict) -> list[str]:
     if "fii_vs_strength_fakes" in rho:
         notes.append(f"FII vs true manipulation strength (fakes): Spearman rho = "
                      f"{rho['fii_vs_strength_fakes']['rho']:.3f}")
+    return notes
+
+
+def partial_notes(params: dict) -> list[str]:
+    """One line per dataset whose extraction ran on an incomplete tree (allow_partial)."""
+    from benchmark import pipeline
+    from benchmark.data.layout import partial_note
+    notes = []
+    for name in params["datasets"]:
+        path = pipeline.faces_dir(name) / "extract_report.json"
+        partial = json.loads(path.read_text()).get("partial") if path.is_file() else None
+        if partial:
+            notes.append(f"datasets.{name}: {partial_note(partial)}")
     return notes
 
 

@@ -14,10 +14,11 @@ from benchmark import config, io
 STAMPS = Path(".benchmark/stamps")
 CODE = Path(__file__).resolve().parents[1]  # where benchmark/ and methods/ live
 
-# stage -> (params keys it reads, code it runs); "{method}" is filled per method
+# stage -> (params keys it reads, code it runs); "{method}", "{dataset}" are filled per stage
 STAGES = {
-    "synthesize": (["synthff"], ["benchmark/data/synthff.py", "benchmark/data/_synthff_draw.py", "benchmark/data/layout.py"]),
-    "extract": (["extract", "datasets"], ["benchmark/data/extract.py", "benchmark/data/faces.py", "benchmark/data/layout.py"]),
+    "synthesize": (["synthff", "datasets.{dataset}"], ["benchmark/data/synthff.py", "benchmark/data/_synthff_draw.py", "benchmark/data/layout.py"]),
+    "extract": (["extract", "datasets"], ["benchmark/data/extract.py", "benchmark/data/faces.py", "benchmark/data/layout.py",
+                                          "benchmark/data/other_datasets.py"]),
     "indicators": (["indicators"], ["benchmark/indicators"]),
     "distort": (["distort"], ["benchmark/data/distort.py", "benchmark/data/distorted.py"]),
     "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py"]),

@@ -168,7 +168,9 @@ def test_missing_root_and_failures_leave_nothing(tmp_path, root):
             raise RuntimeError("detector crashed")
     with pytest.raises(RuntimeError):
         ex.extract(synthff.SynthFF(root), tmp_path / "out", **{**OPTS, "detector": Broken()})
-    assert list(tmp_path.iterdir()) == []
+    # no output; only the hidden work folder a rerun resumes from (no finished video in it)
+    assert [p.name for p in tmp_path.iterdir()] == [".out.work"]
+    assert not (tmp_path / ".out.work" / "parts").exists()
 
 
 def test_frames_without_a_face_are_dropped_and_counted(root, tmp_path):

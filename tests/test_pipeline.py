@@ -58,7 +58,7 @@ def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypat
     real = config.load_params({"datasets.ff.name": "ffpp"})
     assert provenance.collect(real, ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is False
     assert pipeline.upstream("extract", real, dataset="ff") == []  # a downloaded tree is not generated
-    assert pipeline.upstream("extract", config.load_params(), dataset="ff") == [("synthesize", {})]
+    assert pipeline.upstream("extract", config.load_params(), dataset="ff") == [("synthesize", {"dataset": "ff"})]
 
 
 def test_frames_subset_spreads_k_frames_per_video_and_none_keeps_all():
@@ -78,3 +78,83 @@ def test_distortion_protocol_expands_test_sets_and_chains_distort_stages(monkeyp
     up = pipeline.upstream("evaluate", config.load_params(), protocol="robustness", method="baseline", seed=0)
     assert sum(s == "distort" for s, _ in up) == n
     assert pipeline.test_sets(config.load_protocol("cross_quality"))[0]["faces"] == "ff"
+
+
+def test_cross_manipulation_train_sets_and_rows(monkeypatch):
+    import pytest
+
+    from benchmark.errors import UserError
+    monkeypatch.chdir(ROOT)
+    params = config.load_params()
+    proto = config.load_protocol("cross_manipulation")
+    assert pipeline.protocol_train_sets(proto) == ["ff_c23_DF", "ff_c23_F2F", "ff_c23_FS", "ff_c23_NT"]
+    assert pipeline.protocol_train_sets(config.load_protocol("cross_quality")) == ["ff_c23"]   # the old form
+    spec = pipeline.parse_train_set("ff_c23_F2F", params)
+    assert spec == {"dataset": "ff", "quality": "c23", "split": "train", "manipulations": ["F2F"]}
+    assert pipeline.train_set_id(spec) == "ff_c23_F2F" and pipeline.parse_train_set("ff_c40", params)["quality"] == "c40"
+    for bad in ("ff", "zz_c23", "ff_c99", "ff_c23_"):
+        with pytest.raises(UserError, match="unknown train_set"):
+            pipeline.parse_train_set(bad, params)
+    up = pipeline.upstream("evaluate", params, protocol="cross_manipulation", method="baseline", seed=0)
+    assert [(s, a.get("train_set")) for s, a in up if s == "train"] == [("train", t) for t in pipeline.protocol_train_sets(proto)]
+    assert [str(p) for p in pipeline.outputs("evaluate", params, protocol="cross_manipulation", method="baseline", seed=0)] == \
+        [f"results/scores/cross_manipulation/baseline/ff_c23_{m}_seed0.parquet" for m in ("DF", "F2F", "FS", "NT")]
+    manifest = pd.DataFrame({"label": [0, 0, 1, 1, 1], "manipulation": ["real", "real", "DF", "F2F", "NT"]})
+    assert pipeline.train_rows(spec, manifest)["manipulation"].tolist() == ["real", "real", "F2F"]
+    assert len(pipeline.train_rows(pipeline.parse_train_set("ff_c23", params), manifest)) == 5
+    with pytest.raises(UserError, match="no FS fakes"):
+        pipeline.train_rows(pipeline.parse_train_set("ff_c23_FS", params), manifest)
+    # the stand-in test sets: synthesised per dataset, binned with the training set's indicator edges
+    assert pipeline.upstream("extract", params, dataset="cdf") == [("synthesize", {"dataset": "cdf"})]
+    assert pipeline.upstream("indicators", params, dataset="cdf") == [("extract", {"dataset": "cdf"}),
+                                                                     ("indicators", {"dataset": "ff"})]
+
+
+def test_cross_manipulation_table_has_a_train_row_per_manipulation():
+    from benchmark import metrics
+    from benchmark.report.tables import build_tables
+    rng = np.random.default_rng(1)
+    rows = []
+    for method in ("baseline", "dpl"):
+        for train in ("DF", "F2F", "FS", "NT"):
+            for test_set in ("c23", "c40"):
+                for v, manip in enumerate(["real", "real", "DF", "F2F", "FS", "NT"] * 2):
+                    for sev in range(4):
+                        rows.append(dict(protocol="cross_manipulation", method=method, seed=0, train_set=f"ff_c23_{train}",
+                                         test_set=test_set, quality=test_set, video_id=f"{manip}/{v}", frame_idx=0,
+                                         label=int(manip != "real"), manipulation=manip, perturbation="random_jpeg",
+                                         severity=sev, score=float(rng.random())))
+    table = metrics.compute_metrics(pd.DataFrame(rows))
+    tables = build_tables(table, "cross_manipulation", config.load_protocol("cross_manipulation", ROOT), {})
+    frame = [t for t in tables if t.level == "frame"]
+    assert [t.split for t in frame] == ["method = baseline", "method = dpl"]
+    t = frame[0]
+    assert [r for r, _ in t.rows] == ["DF", "F2F", "FS", "NT"] and t.groups == [("Test set c23", 5), ("Test set c40", 5)]
+    assert t.columns == ["DF", "F2F", "FS", "NT", "Avg"] * 2
+    head = metrics.headline_rows(table)
+    want = head[(head.method == "baseline") & (head.train_set == "ff_c23_FS") & (head.test_set == "c40")
+                & (head.subset == "NT") & (head.level == "frame")]["auc"].item()
+    assert t.rows[2][1][5 + 3].text == f"{100 * want:.2f}"
+
+
+def test_cross_dataset_table_has_one_column_per_test_dataset():
+    from benchmark import metrics
+    from benchmark.report.tables import build_tables
+    rng = np.random.default_rng(2)
+    rows = []
+    for test_set, fake in (("FSH", "FSH"), ("CDFv2", "CDF"), ("FFIW10K", "FFIW")):
+        for v, manip in enumerate(["real", "real", fake, fake]):
+            for sev in range(4):
+                rows.append(dict(protocol="cross_dataset", method="baseline", seed=0, train_set="ff_c23",
+                                 test_set=test_set, quality="c23", video_id=f"{manip}/{v}", frame_idx=0,
+                                 label=int(manip != "real"), manipulation=manip, perturbation="random_jpeg",
+                                 severity=sev, score=float(rng.random())))
+    table = metrics.compute_metrics(pd.DataFrame(rows))
+    tables = build_tables(table, "cross_dataset", config.load_protocol("cross_dataset", ROOT), {})
+    assert [t.level for t in tables] == ["frame", "video"] and all(t.split == "" for t in tables)
+    t = tables[0]
+    assert t.columns == ["FSH", "CDFv2", "FFIW10K", "Avg"] and [r for r, _ in t.rows] == ["baseline"]
+    head = metrics.headline_rows(table)
+    aucs = [head[(head.test_set == n) & (head.subset == "all") & (head.level == "frame")]["auc"].item()
+            for n in ("FSH", "CDFv2", "FFIW10K")]
+    assert [c.text for c in t.rows[0][1]] == [f"{100 * a:.2f}" for a in aucs + [np.mean(aucs)]]  # Avg: of the AUCs

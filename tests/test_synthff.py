@@ -81,7 +81,7 @@ def test_videos_decode_and_qualities_differ(root):
 def test_fakes_differ_from_their_target(root):
     t, s = layout.read_splits(root)["train"][0]
     real = synthff.decode(layout.real_dir(root, "raw") / f"{t}.mp4")[0].astype(int)
-    for manipulation in layout.FOLDERS:
+    for manipulation in synthff.MANIPULATIONS:
         fake = synthff.decode(layout.fake_dir(root, manipulation, "raw") / f"{t}_{s}.mp4")[0].astype(int)
         assert 0.5 < np.abs(fake - real).mean() < 30, manipulation
         assert np.array_equal(fake[:4], real[:4]), manipulation      # the background is untouched

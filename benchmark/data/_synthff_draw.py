@@ -1,4 +1,6 @@
-"""Drawing SynthFF's faces: per-identity appearance, per-video motion, one frame's render.
+"""Drawing SynthFF's faces: per-identity appearance, per-video motion, one frame's render, and
+the manipulations that turn a real frame into a fake one (``manipulate``; traces described in
+benchmark/data/synthff.py).
 
 Everything is analytic anti-aliased ellipses on a float RGB canvas (numpy), so a face can be
 re-rendered exactly in another pose or with another identity's features, which is what the
@@ -119,3 +121,81 @@ def swap_identity(target: dict, source: dict) -> dict:
     """Target's head (outline, hair, skin colour, lighting) with the source's inner face."""
     keys = ("eye_dx", "eye_dy", "eye_r", "iris", "brow", "brow_tilt", "nose", "mouth_w", "mouth_y", "tex")
     return {**target, **{k: source[k] for k in keys}}
+
+
+# Trace amplitude: each trace is TRACE·strength times the unit sizes in ``manipulate``.
+# Calibrated on the default SynthFF (params.yaml): a from-scratch 5-layer CNN trained 6 epochs
+# (Adam 1e-3) on the c23 training crops (8 frames/video, 64 px) reached, over 3 training
+# seeds, test AUC 0.69-0.82 at c23 (DF 0.59-0.73, F2F 0.65-0.77, FS 0.85-0.95, NT 0.64-0.83)
+# and 0.62-0.74 at c40. With traces of a few grey levels (TRACE <= 2.5) it stayed at ~0.5.
+TRACE = 6.0
+
+
+def manipulate(kind: str, frame, donor, g: dict, k: float, rng, grain: float) -> np.ndarray:
+    """Apply manipulation ``kind`` of strength ``k`` to a target frame (float RGB).
+
+    ``donor``: the face re-rendered in the target's pose (source identity for DF/FS, source
+    expression for F2F) with its own grain; ``g``: the target frame's face geometry;
+    ``grain``: the video's sensor-noise sigma. Trace sizes are TRACE·k times the unit sizes
+    written below (grey levels unless said otherwise).
+    """
+    gx, gy, cx, cy, ax, ay = g["gx"], g["gy"], g["cx"], g["cy"], g["ax"], g["ay"]
+    a = TRACE * k
+    if kind == "DF":       # mask on a 3-px grid; colour step 4 (+N(0,2) per channel), ring 6
+        h, w = frame.shape[:2]
+        coarse = ellipse(gx[::3, ::3], gy[::3, ::3], cx, cy + 0.12 * ay, 0.72 * ax, 0.75 * ay)[..., 0] > 0.5
+        m = cv2.resize(coarse.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        ring = (cv2.dilate(m, np.ones((3, 3))) - cv2.erode(m, np.ones((3, 3))))[..., None].astype(np.float32)
+        m = m[..., None].astype(np.float32)
+        donor = donor + a * (rng.normal(0, 2.0, 3) + rng.choice([-1, 1]) * 4.0 + 6.0 * ring)
+        return frame + m * (donor - frame)
+    if kind == "F2F":      # gain ±8 %, cast N(0,4), light gradient 8 per face half-width
+        m = ellipse(gx, gy, cx, cy + 0.15 * ay, 0.75 * ax, 0.6 * ay, soft=3.0)
+        angle = rng.uniform(0, 2 * math.pi)
+        light = ((np.cos(angle) * (gx - cx) + np.sin(angle) * (gy - cy)) / ax)[..., None]
+        donor = donor * (1 + a * rng.choice([-1, 1]) * 0.08) + a * (rng.normal(0, 4.0, 3) + 8.0 * light)
+        return frame + m * (donor - frame)
+    if kind == "FS":       # blur weight 0.25, checkerboard gain ±0.2·(phase imbalance)
+        m = ellipse(gx, gy, cx, cy + 0.05 * ay, 0.86 * ax, 0.9 * ay, soft=4.0)
+        out = frame + m * (donor - frame)
+        m = ellipse(gx, gy, cx, cy, 1.05 * ax, 1.05 * ay, soft=3.0)
+        fresh = min(a, 1) * rng.normal(0, 0.5 * grain, out.shape)   # some grain back: not plain blur
+        return out + m * (_resample(out, 0.25 * a, 0.2 * a) + fresh - out)
+    if kind == "NT":       # Gaussian blur, sigma 0.8 + 0.4·a px, full weight from a >= 1
+        m = min(a, 1) * ellipse(gx, gy, cx, cy + 0.55 * ay, 0.65 * ax, 0.4 * ay, soft=4.0)
+        return frame + m * (cv2.GaussianBlur(frame, (0, 0), 0.8 + 0.4 * a) - frame)
+    if kind == "FSH":      # seamless swap, unsharp mask of amount 0.15 (sigma 1 px)
+        m = ellipse(gx, gy, cx, cy + 0.05 * ay, 0.86 * ax, 0.9 * ay, soft=4.0)
+        out = frame + m * (donor - frame)
+        return out + m * 0.15 * a * (out - cv2.GaussianBlur(out, (0, 0), 1.0))
+    if kind == "CDF":      # colour-matched donor shifted by N(0, 0.2) px per frame and axis
+        m = ellipse(gx, gy, cx, cy + 0.1 * ay, 0.8 * ax, 0.85 * ay, soft=5.0)
+        w = m[..., 0] > 0.5
+        donor = donor - donor[w].mean(0) + frame[w].mean(0)
+        dx, dy = rng.normal(0, 0.2 * a, 2)
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        donor = cv2.warpAffine(donor, shift, donor.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return frame + m * (donor - frame)
+    if kind == "FFIW":     # donor at 1/3 resolution, up-scaled, grain gone; weight 0.3 (full from a >= 3.3)
+        m = ellipse(gx, gy, cx, cy + 0.05 * ay, 0.82 * ax, 0.88 * ay, soft=4.0)
+        h, w = frame.shape[:2]
+        low = cv2.resize(cv2.resize(donor, (w // 3, h // 3), interpolation=cv2.INTER_AREA), (w, h),
+                         interpolation=cv2.INTER_LINEAR)
+        donor = donor + min(0.3 * a, 1) * (low - donor)
+        return frame + m * (donor - frame)
+    raise ValueError(f"unknown manipulation {kind}")
+
+
+def _resample(img: np.ndarray, blur: float, checker: float) -> np.ndarray:
+    """×2 down-scale, then up-scale by zero insertion and an uneven 3×3 kernel, like a
+    transposed convolution: mixed in with weight ``blur`` (<= 1), and the four output phases
+    get gains that differ by ~``checker``·15 %: a period-2 checkerboard."""
+    h, w = (d - d % 2 for d in img.shape[:2])
+    small = cv2.resize(img[:h, :w], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    kernel = np.array([[0.15, 0.5, 0.25], [0.5, 1.0, 0.6], [0.25, 0.6, 0.15]], np.float32)
+    up, hit = np.zeros_like(img), np.zeros(img.shape[:2], np.float32)
+    up[0:h:2, 0:w:2], hit[0:h:2, 0:w:2] = small, 1
+    num = cv2.filter2D(up, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    den = cv2.filter2D(hit, -1, kernel, borderType=cv2.BORDER_REFLECT)[..., None]
+    phase_gain = 1 + checker * (den / den.mean() - 1)
+    return (img + min(blur, 1) * (num / den - img)) * phase_gain

@@ -12,13 +12,22 @@ unique), the largest face, its box enlarged ``scale``× to a square, resized to 
 Bad videos (empty, not a video, truncated) and videos without any face are skipped with a
 one-line warning and listed in the report; frames without a face are dropped and counted.
 
+At scale: ``workers`` processes over videos (params ``extract.workers``), a tqdm progress bar,
+and resumability through per-video part files (see :func:`extract`): a killed extraction
+continues where it stopped. ``dataset.partial`` (an incomplete tree run with allow_partial)
+is copied into the report's ``partial``.
+
 The CLI verb ``extract dataset=D`` calls :func:`extract_from_params` with ``datasets.D`` and
 ``extract`` from params.yaml.
 """
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import shutil
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import cv2
@@ -27,8 +36,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from benchmark.data import faces, layout
+from benchmark import io
 from benchmark.io import atomic_path
-from benchmark.registry import DATASETS, get
+from benchmark.registry import DATASETS, FACE_DETECTORS, get
 
 MANIFEST_COLUMNS = ["video_id", "frame_idx", "label", "manipulation", "quality", "split", "path",
                     "detector", "x0", "y0", "x1", "y1"]
@@ -95,66 +105,157 @@ class _Warner:
 
 
 def extract(dataset, out_dir, *, frames_per_video: int = 32, scale: float = 1.3, size: int = 224,
-            qualities=("c23",), detector="haar", splits=None, progress: bool = True) -> dict:
+            qualities=("c23",), detector="haar", splits=None, progress: bool = True, workers: int = 1) -> dict:
     """Extract face crops of every video of ``dataset`` into ``out_dir``; returns the report.
 
     ``dataset``: a registered dataset object (``.root``, ``.list_videos(qualities, splits)``)
     or the path of an FF++ tree. ``detector``: a FACE_DETECTORS name (built with the
     dataset's root) or an object with ``detect(frames, video, frame_indices)``.
+    ``workers`` > 1 extracts videos in that many processes (same output as one).
+
+    Resumable: each finished video leaves a part file in the work folder ``.<out_dir>.work``
+    beside ``out_dir``; a rerun with the same settings skips those videos (``videos_resumed``
+    in the report). The manifest is assembled from the parts in listing order and the result
+    swapped in atomically; the work folder is removed once it has been.
     """
     if not hasattr(dataset, "list_videos"):
         dataset = layout.FFPP(dataset)
     qualities = [qualities] if isinstance(qualities, str) else list(qualities)
     videos = dataset.list_videos(qualities, splits)          # UserError if the root is missing
     det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
-    if isinstance(detector, str):
-        detector = faces.build_detector(detector, dataset.root)
-    report = dict(dataset=type(dataset).__name__, root=str(dataset.root), detector=det_name,
-                  qualities=qualities, scale=scale, size=size, frames_per_video=frames_per_video,
-                  videos_total=len(videos), videos_done=0, videos_skipped=0, frames_written=0,
-                  frames_without_face=0, skipped=[], short_videos=[], videos_losing_frames=[])
-    warn, rows = _Warner(), []
+    opts = dict(frames_per_video=frames_per_video, scale=scale, size=size, det_name=det_name)
+    settings = dict(dataset=type(dataset).__name__, root=str(dataset.root), detector=det_name,
+                    qualities=qualities, scale=scale, size=size, frames_per_video=frames_per_video)
+    out_dir = Path(out_dir)
+    work = _work_dir(out_dir, settings)
+    records = videos.to_dict("records")
+    todo = [v for v in records if _load_part(work, v) is None]
+    report = dict(**settings, videos_total=len(records), videos_done=0, videos_skipped=0,
+                  videos_resumed=len(records) - len(todo), workers=int(workers), frames_written=0,
+                  frames_without_face=0, skipped=[], short_videos=[], videos_losing_frames=[],
+                  partial=list(getattr(dataset, "partial", []) or []))
+    warn = _Warner()
+    bar = tqdm(total=len(todo), desc="extract", unit="video", file=sys.stderr, disable=not progress)
+    for part in _run(todo, work, dataset.root, detector, opts, workers):
+        for kind, message in part["warnings"]:
+            warn(kind, message)
+        bar.update(1)
+    bar.close()
+    warn.summary()
+    rows = []
+    for video in records:
+        part = _load_part(work, video)
+        if part is None:   # cannot happen unless the work folder was changed underneath us
+            raise RuntimeError(f"extraction of {video['path']} left no part file in {work}")
+        rows += part["rows"]
+        for key in ("skipped", "short_videos", "videos_losing_frames"):
+            report[key] += part[key]
+        report["frames_without_face"] += part["frames_without_face"]
+        report["videos_done" if part["rows"] else "videos_skipped"] += 1
+    report["frames_written"] = len(rows)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype(
+        {c: "int64" for c in ("frame_idx", "label", "x0", "y0", "x1", "y1")})
     with atomic_path(out_dir) as tmp:
-        bar = tqdm(videos.to_dict("records"), desc="extract", unit="video", file=sys.stderr, disable=not progress)
-        for video in bar:
-            where = dict(video_id=video["video_id"], quality=video["quality"], path=video["path"])
-            indices, frames, n, problem = read_frames(video["path"], frames_per_video)
-            if not frames:
-                _skip(report, warn, where, problem)
-                continue
-            boxes = detector.detect(frames, video, indices)
-            if all(b is None for b in boxes):
-                _skip(report, warn, where, f"no face found in any of {len(frames)} sampled frames")
-                continue
-            if problem:
-                report["short_videos"].append({**where, "frames": len(frames), "reason": problem})
-                warn("short", f"{video['path']}: {problem}; using the {len(frames)} frames decoded")
-            elif n < frames_per_video:
-                report["short_videos"].append({**where, "frames": n, "reason": f"only {n} frames"})
-                warn("short", f"{video['path']} has only {n} frames (< {frames_per_video} asked); using all")
-            lost = sum(b is None for b in boxes)
-            if lost:
-                report["frames_without_face"] += lost
-                report["videos_losing_frames"].append({**where, "frames_lost": lost, "frames_sampled": len(frames)})
-                warn("lost", f"{video['path']}: no face in {lost} of {len(frames)} sampled frames; dropped")
-            for idx, frame, box in zip(indices, frames, boxes):
-                if box is not None:
-                    rows.append(_save_crop(tmp, video, idx, frame, box, scale, size, det_name))
-            report["videos_done"] += 1
-        bar.close()
-        warn.summary()
-        report["frames_written"] = len(rows)
-        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype(
-            {c: "int64" for c in ("frame_idx", "label", "x0", "y0", "x1", "y1")})
+        tmp.mkdir()
         manifest.to_parquet(tmp / "manifest.parquet", index=False)
         (tmp / "extract_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if (work / "crops").is_dir():
+            os.replace(work / "crops", tmp / "crops")
+    shutil.rmtree(work, ignore_errors=True)
     return report
 
 
-def _skip(report: dict, warn, where: dict, reason: str) -> None:
-    report["videos_skipped"] += 1
-    report["skipped"].append({**where, "reason": reason})
-    warn("skip", f"skipping {where['path']}: {reason}")
+# ---------------------------------------------------------------- resumable work folder
+def _work_dir(out_dir: Path, settings: dict) -> Path:
+    """``.<name>.work`` beside ``out_dir``; emptied when it was left by other settings."""
+    work = out_dir.parent / f".{out_dir.name}.work"
+    stamp = work / "settings.json"
+    if work.is_dir() and (not stamp.is_file() or json.loads(stamp.read_text()) != settings):
+        shutil.rmtree(work)
+    if not work.is_dir():
+        work.mkdir(parents=True)
+        io.write_json(stamp, settings)
+    return work
+
+
+def _part_path(work: Path, video: dict) -> Path:
+    return work / "parts" / video["quality"] / f"{video['video_id']}.json"
+
+
+def _load_part(work: Path, video: dict) -> dict | None:
+    """The finished video's part, or None if it must be (re)done (no part, or a crop gone)."""
+    path = _part_path(work, video)
+    if not path.is_file():
+        return None
+    part = json.loads(path.read_text())
+    if part.get("path") != video["path"] or not all((work / r["path"]).is_file() for r in part["rows"]):
+        return None
+    return part
+
+
+def _run(todo: list[dict], work: Path, root, detector, opts: dict, workers: int):
+    """Yield each video's part as it finishes, in one process or ``workers`` processes."""
+    if workers <= 1 or len(todo) < 2:
+        det = faces.build_detector(detector, root) if isinstance(detector, str) else detector
+        for video in todo:
+            yield _one_video(video, work, det, opts)
+        return
+    ctx = multiprocessing.get_context("spawn")   # no fork: the parent may hold torch threads
+    if isinstance(detector, str):   # resolve the class here: workers then skip the registry's imports
+        detector = get(FACE_DETECTORS, detector)
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
+                             initargs=(detector, root)) as pool:
+        futures = [pool.submit(_worker, video, work, opts) for video in todo]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+_DETECTOR = None   # the worker process's detector
+
+
+def _init_worker(detector, root) -> None:
+    """``detector``: a detector class (built here with ``root``) or a ready detector object."""
+    global _DETECTOR
+    _DETECTOR = detector(root=root) if isinstance(detector, type) else detector
+
+
+def _worker(video: dict, work: Path, opts: dict) -> dict:
+    return _one_video(video, work, _DETECTOR, opts)
+
+
+def _one_video(video: dict, work: Path, detector, opts: dict) -> dict:
+    """Crops of one video into ``work``/crops, then its part file (written last, atomically)."""
+    k = opts["frames_per_video"]
+    where = dict(video_id=video["video_id"], quality=video["quality"], path=video["path"])
+    part = dict(path=video["path"], rows=[], skipped=[], short_videos=[], videos_losing_frames=[],
+                frames_without_face=0, warnings=[])
+    indices, frames, n, problem = read_frames(video["path"], k)
+    boxes = detector.detect(frames, video, indices) if frames else []
+    if not frames or all(b is None for b in boxes):
+        reason = problem if not frames else f"no face found in any of {len(frames)} sampled frames"
+        part["skipped"].append({**where, "reason": reason})
+        part["warnings"].append(("skip", f"skipping {video['path']}: {reason}"))
+    else:
+        if problem:
+            part["short_videos"].append({**where, "frames": len(frames), "reason": problem})
+            part["warnings"].append(("short", f"{video['path']}: {problem}; using the {len(frames)} frames decoded"))
+        elif n < k:
+            part["short_videos"].append({**where, "frames": n, "reason": f"only {n} frames"})
+            part["warnings"].append(("short", f"{video['path']} has only {n} frames (< {k} asked); using all"))
+        lost = sum(b is None for b in boxes)
+        if lost:
+            part["frames_without_face"] = lost
+            part["videos_losing_frames"].append({**where, "frames_lost": lost, "frames_sampled": len(frames)})
+            part["warnings"].append(("lost", f"{video['path']}: no face in {lost} of {len(frames)} sampled frames; dropped"))
+        part["rows"] = [_save_crop(work, video, idx, frame, box, opts["scale"], opts["size"], opts["det_name"])
+                        for idx, frame, box in zip(indices, frames, boxes) if box is not None]
+    io.write_json(_part_path(work, video), part)
+    return part
 
 
 def _save_crop(tmp: Path, video: dict, idx: int, frame, box, scale: float, size: int, det_name: str) -> dict:
@@ -174,7 +275,15 @@ def extract_from_params(dataset_cfg: dict, extract_cfg: dict, out_dir, base_dir=
     face_detector), ``extract_cfg`` = params ``extract``; a relative root is taken from
     ``base_dir`` (the project root)."""
     root = Path(base_dir) / dataset_cfg["root"]
-    dataset = get(DATASETS, dataset_cfg["name"])(root=root)
-    keys = ("frames_per_video", "scale", "size", "qualities")
+    dataset = build_dataset(dataset_cfg, root)
+    keys = ("frames_per_video", "scale", "size", "qualities", "workers")
     return extract(dataset, out_dir, detector=dataset_cfg.get("face_detector", "haar"), progress=progress,
                    **{k: extract_cfg[k] for k in keys if k in extract_cfg})
+
+
+def build_dataset(dataset_cfg: dict, root=None):
+    """The DATASETS class ``dataset_cfg["name"]`` built with the entry's other keys (``root``,
+    ``allow_partial``, ``manipulations``, ...); ``root`` overrides the entry's."""
+    kwargs = {k: v for k, v in dataset_cfg.items() if k not in ("name", "face_detector", "synthff", "indicator_edges")}
+    kwargs["root"] = dataset_cfg["root"] if root is None else root
+    return get(DATASETS, dataset_cfg["name"])(**kwargs)

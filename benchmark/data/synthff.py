@@ -12,6 +12,19 @@ source SSS) by one of four manipulations whose traces differ in kind:
        transposed-convolution-like kernel): blur plus a period-2 checkerboard;
   NT   lower face (mouth, chin) smoothed: skin texture and sensor grain gone there.
 
+Three more families make the stand-ins of the cross-dataset test sets (DESIGN §6); a
+dataset entry picks them with ``synthff: {manipulations: [...], appearance: {...}}``:
+
+  FSH  FaceShifter-like: source face blended in seamlessly, then over-sharpened (unsharp
+       mask): a halo/ringing trace instead of FS's blur and checkerboard;
+  CDF  Celeb-DF-like: source face colour-matched to the target and softly blended, but
+       re-aligned every frame with a small random shift: ghosted edges, no colour step;
+  FFIW FFIW10K-like: the source face rendered at a third of the resolution and up-scaled
+       without grain (a resolution and noise mismatch), softly blended.
+
+``appearance`` (gain per channel, offset, gamma) shifts the colours of every frame, real and
+fake, so a stand-in also differs from SynthFF in look, as a new dataset does.
+
 Each fake video has a seeded strength in STRENGTH (recorded per frame in the metadata) that
 scales its trace. Videos: raw (libx264 qp 0: lossless yuv420p, like FF++ raw), c23 and c40
 (CRF, yuv420p); metadata.parquet holds per frame the crf, PSNR vs raw, strength and the true
@@ -34,75 +47,30 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data import layout
-from benchmark.data._synthff_draw import ellipse, render, sample_identity, sample_motion, swap_identity
+from benchmark.data._synthff_draw import TRACE, manipulate, render, sample_identity, sample_motion, swap_identity  # noqa: F401
 from benchmark.errors import UserError
 from benchmark.io import atomic_path
 from benchmark.registry import DATASETS
 
 STRENGTH = (0.3, 1.0)          # range of the per-video manipulation strength
-# Trace amplitude: each trace is TRACE·strength times the unit sizes in ``manipulate``.
-# Calibrated on the default SynthFF (params.yaml): a from-scratch 5-layer CNN trained 6 epochs
-# (Adam 1e-3) on the c23 training crops (8 frames/video, 64 px) reached, over 3 training
-# seeds, test AUC 0.69-0.82 at c23 (DF 0.59-0.73, F2F 0.65-0.77, FS 0.85-0.95, NT 0.64-0.83)
-# and 0.62-0.74 at c40. With traces of a few grey levels (TRACE <= 2.5) it stayed at ~0.5.
-TRACE = 6.0
 FPS = 25
-MANIPULATIONS = ("DF", "F2F", "FS", "NT")
+MANIPULATIONS = ("DF", "F2F", "FS", "NT")           # the default (SynthFF proper)
+STANDIN_MANIPULATIONS = ("FSH", "CDF", "FFIW")        # the cross-dataset stand-ins' families
+KINDS = MANIPULATIONS + STANDIN_MANIPULATIONS
+FOLDERS = {**layout.FOLDERS, "CDF": "CelebDFLike", "FFIW": "FFIWLike"}   # FSH is FF++'s FaceShifter
 
 
 def _rng(seed, *key) -> np.random.Generator:
     return np.random.default_rng([int(seed), *[int(k) for k in key]])
 
 
-def manipulate(kind: str, frame, donor, g: dict, k: float, rng, grain: float) -> np.ndarray:
-    """Apply manipulation ``kind`` of strength ``k`` to a target frame (float RGB).
-
-    ``donor``: the face re-rendered in the target's pose (source identity for DF/FS, source
-    expression for F2F) with its own grain; ``g``: the target frame's face geometry;
-    ``grain``: the video's sensor-noise sigma. Trace sizes are TRACE·k times the unit sizes
-    written below (grey levels unless said otherwise).
-    """
-    gx, gy, cx, cy, ax, ay = g["gx"], g["gy"], g["cx"], g["cy"], g["ax"], g["ay"]
-    a = TRACE * k
-    if kind == "DF":       # mask on a 3-px grid; colour step 4 (+N(0,2) per channel), ring 6
-        h, w = frame.shape[:2]
-        coarse = ellipse(gx[::3, ::3], gy[::3, ::3], cx, cy + 0.12 * ay, 0.72 * ax, 0.75 * ay)[..., 0] > 0.5
-        m = cv2.resize(coarse.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-        ring = (cv2.dilate(m, np.ones((3, 3))) - cv2.erode(m, np.ones((3, 3))))[..., None].astype(np.float32)
-        m = m[..., None].astype(np.float32)
-        donor = donor + a * (rng.normal(0, 2.0, 3) + rng.choice([-1, 1]) * 4.0 + 6.0 * ring)
-        return frame + m * (donor - frame)
-    if kind == "F2F":      # gain ±8 %, cast N(0,4), light gradient 8 per face half-width
-        m = ellipse(gx, gy, cx, cy + 0.15 * ay, 0.75 * ax, 0.6 * ay, soft=3.0)
-        angle = rng.uniform(0, 2 * math.pi)
-        light = ((np.cos(angle) * (gx - cx) + np.sin(angle) * (gy - cy)) / ax)[..., None]
-        donor = donor * (1 + a * rng.choice([-1, 1]) * 0.08) + a * (rng.normal(0, 4.0, 3) + 8.0 * light)
-        return frame + m * (donor - frame)
-    if kind == "FS":       # blur weight 0.25, checkerboard gain ±0.2·(phase imbalance)
-        m = ellipse(gx, gy, cx, cy + 0.05 * ay, 0.86 * ax, 0.9 * ay, soft=4.0)
-        out = frame + m * (donor - frame)
-        m = ellipse(gx, gy, cx, cy, 1.05 * ax, 1.05 * ay, soft=3.0)
-        fresh = min(a, 1) * rng.normal(0, 0.5 * grain, out.shape)   # some grain back: not plain blur
-        return out + m * (_resample(out, 0.25 * a, 0.2 * a) + fresh - out)
-    if kind == "NT":       # Gaussian blur, sigma 0.8 + 0.4·a px, full weight from a >= 1
-        m = min(a, 1) * ellipse(gx, gy, cx, cy + 0.55 * ay, 0.65 * ax, 0.4 * ay, soft=4.0)
-        return frame + m * (cv2.GaussianBlur(frame, (0, 0), 0.8 + 0.4 * a) - frame)
-    raise ValueError(f"unknown manipulation {kind}")
-
-
-def _resample(img: np.ndarray, blur: float, checker: float) -> np.ndarray:
-    """×2 down-scale, then up-scale by zero insertion and an uneven 3×3 kernel, like a
-    transposed convolution: mixed in with weight ``blur`` (<= 1), and the four output phases
-    get gains that differ by ~``checker``·15 %: a period-2 checkerboard."""
-    h, w = (d - d % 2 for d in img.shape[:2])
-    small = cv2.resize(img[:h, :w], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    kernel = np.array([[0.15, 0.5, 0.25], [0.5, 1.0, 0.6], [0.25, 0.6, 0.15]], np.float32)
-    up, hit = np.zeros_like(img), np.zeros(img.shape[:2], np.float32)
-    up[0:h:2, 0:w:2], hit[0:h:2, 0:w:2] = small, 1
-    num = cv2.filter2D(up, -1, kernel, borderType=cv2.BORDER_REFLECT)
-    den = cv2.filter2D(hit, -1, kernel, borderType=cv2.BORDER_REFLECT)[..., None]
-    phase_gain = 1 + checker * (den / den.mean() - 1)
-    return (img + min(blur, 1) * (num / den - img)) * phase_gain
+def shift_appearance(img: np.ndarray, appearance: dict | None) -> np.ndarray:
+    """255·gain·(img/255)^gamma + offset per channel (float RGB); None or {} = unchanged."""
+    if not appearance:
+        return img
+    gain = np.asarray(appearance.get("gain", 1.0), np.float32)
+    unit = np.clip(img, 0, 255) / 255.0
+    return (255.0 * gain * unit ** float(appearance.get("gamma", 1.0)) + float(appearance.get("offset", 0.0))).astype(np.float32)
 
 
 def encode(path: Path, frames: list[np.ndarray], crf: int | None) -> None:
@@ -166,7 +134,7 @@ def _grain(seed, key, shape, sigma):
 def _fake(seed: int, frames: int, size: int, kind: str, t: int, s: int):
     """Fake video (target t, source s): float frames, geometry and strength."""
     reals, geoms = _real(seed, frames, size, t)
-    rng = _rng(seed, 4, MANIPULATIONS.index(kind), t, s)
+    rng = _rng(seed, 4, KINDS.index(kind), t, s)
     k = float(rng.uniform(*STRENGTH))
     pt, ps = _identity(seed, size, t), _identity(seed, size, s)
     mt, ms = _motion(seed, frames, size, t), _motion(seed, frames, size, s)
@@ -183,15 +151,15 @@ def _fake(seed: int, frames: int, size: int, kind: str, t: int, s: int):
 
 def _make_video(job) -> list[dict]:
     """Render, encode (raw, c23, c40) and measure one video; returns its metadata rows."""
-    seed, n, size, crfs, tmp, kind, name = job
+    seed, n, size, crfs, tmp, kind, name, appearance = job
     if kind == "real":
         frames, geoms, k = (*_real(seed, n, size, int(name)), 0.0)
     else:
         frames, geoms, k = _fake(seed, n, size, kind, *map(int, name.split("_")))
-    frames = [np.clip(np.rint(img), 0, 255).astype(np.uint8) for img in frames]
+    frames = [np.clip(np.rint(shift_appearance(img, appearance)), 0, 255).astype(np.uint8) for img in frames]
     rows = []
     for quality, crf in (("raw", None), *crfs.items()):
-        folder = layout.real_dir(tmp, quality) if kind == "real" else layout.fake_dir(tmp, kind, quality)
+        folder = layout.real_dir(tmp, quality) if kind == "real" else layout.fake_dir(tmp, kind, quality, FOLDERS)
         folder.mkdir(parents=True, exist_ok=True)
         encode(folder / f"{name}.mp4", frames, crf)
         if crf is None:                            # PSNR is measured against the decoded raw video
@@ -217,16 +185,21 @@ def make_splits(seed: int, pairs: dict) -> dict[str, list[list[str]]]:
 
 
 def synthesize(cfg: dict, root, workers: int | None = None) -> Path:
-    """Generate SynthFF at ``root`` from params ``synthff`` (seed, pairs, frames, size, crf),
+    """Generate SynthFF at ``root`` from params ``synthff`` (seed, pairs, frames, size, crf;
+    optional manipulations and appearance, as the stand-ins' ``datasets.<id>.synthff`` set),
     replacing it atomically. Videos are independent seeded jobs, so ``workers`` processes
     (default: all cores) give the same bytes as one."""
     try:
         seed, n, size = int(cfg["seed"]), int(cfg["frames"]), int(cfg["size"])
         pairs = {s: int(cfg["pairs"].get(s, 0)) for s in layout.SPLITS}
         crfs = {"c23": int(cfg["crf"]["c23"]), "c40": int(cfg["crf"]["c40"])}
+        kinds = tuple(cfg.get("manipulations") or MANIPULATIONS)
+        appearance = dict(cfg.get("appearance") or {})
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise UserError(f"params synthff need seed, frames, size, pairs {{train, val, test}} and "
                         f"crf {{c23, c40}} as numbers ({type(err).__name__}: {err})") from None
+    if any(k not in KINDS for k in kinds):
+        raise UserError(f"synthff manipulations {list(kinds)}: choose from {', '.join(KINDS)}")
     if n < 1 or size < 32 or size % 2 or sum(pairs.values()) < 1:
         raise UserError(f"synthff needs frames >= 1, an even size >= 32 and at least one pair (got {cfg})")
     splits = make_splits(seed, pairs)
@@ -234,9 +207,9 @@ def synthesize(cfg: dict, root, workers: int | None = None) -> Path:
     with atomic_path(root) as tmp:
         jobs = []
         for t in sorted(x for plist in splits.values() for pair in plist for x in pair):
-            jobs.append((seed, n, size, crfs, tmp, "real", t))
+            jobs.append((seed, n, size, crfs, tmp, "real", t, appearance))
             partners = [b if a == t else a for plist in splits.values() for a, b in plist if t in (a, b)]
-            jobs += [(seed, n, size, crfs, tmp, kind, f"{t}_{s}") for kind in MANIPULATIONS for s in partners]
+            jobs += [(seed, n, size, crfs, tmp, kind, f"{t}_{s}", appearance) for kind in kinds for s in partners]
         workers = min(workers or os.cpu_count() or 1, 8)
         if workers > 1 and len(jobs) >= 50:         # process start-up (~2 s) only pays off on bigger sets
             ctx = multiprocessing.get_context("spawn")
@@ -256,8 +229,9 @@ def synthesize(cfg: dict, root, workers: int | None = None) -> Path:
 class SynthFF(layout.FFPP):
     """The generated SynthFF tree at ``root``: an FF++ tree that also knows its metadata."""
 
-    hint = "generate it with `python -m benchmark synthesize` (params `synthff`)"
+    hint = "generate it with `python -m benchmark synthesize dataset=<id>` (params `synthff`)"
     synthetic = True
+    folders = FOLDERS
 
     def metadata(self) -> pd.DataFrame:
         path = self.check() / "metadata.parquet"
