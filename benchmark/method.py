@@ -11,7 +11,7 @@ engine hands it a batch dict and never looks at which method it is:
                    compression or perturbation).
   ``image_pair``   float32 (N, 3, H, W): the same frame at another quality, present
                    when ``"quality_pair"`` is in ``requires``;
-  ``manipulation`` int64 (N,): 0 = real, 1..4 = DF, F2F, FS, NT
+  ``manipulation`` int64 (N,): 0 = real, 1..5 = DF, F2F, FS, NT, FSH
                    (``benchmark.data.layout.FOLDERS`` order), present when
                    ``"manipulation_label"`` is in ``requires``.
 

@@ -21,7 +21,10 @@ STAGES = {
                                           "benchmark/data/other_datasets.py"]),
     "indicators": (["indicators"], ["benchmark/indicators"]),
     "distort": (["distort"], ["benchmark/data/distort.py", "benchmark/data/distorted.py"]),
-    "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py"]),
+    # methods/_*.py are the methods' shared parts (tests/test_cli.py keeps this list complete)
+    "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py",
+                                              "methods/_dpl_parts.py", "methods/_losses.py", "methods/_ppo.py",
+                                              "methods/_staged.py", "benchmark/data/frames.py", "benchmark/perturb.py"]),
     "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluate.py", "benchmark/perturb.py"]),
     "report": (["report", "grid", "metrics"], ["benchmark/metrics.py", "benchmark/report", "benchmark/stats.py", "benchmark/compare.py"]),
 }

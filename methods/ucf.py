@@ -38,12 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.data.frames import MANIPULATION_IDS
 from benchmark.errors import UserError
 from benchmark.method import Method, load_pretrained
 from benchmark.registry import METHODS
 from methods.baseline import create_backbone
 
-N_MANIPULATIONS = 5  # real + the four FF++ manipulations (benchmark.data.frames.MANIPULATION_IDS)
+N_MANIPULATIONS = len(MANIPULATION_IDS)  # real + every manipulation code the layout knows
 
 
 def triplet_loss(emb: torch.Tensor, classes: torch.Tensor, margin: float) -> torch.Tensor:

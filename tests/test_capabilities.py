@@ -89,7 +89,7 @@ def test_manipulation_labels_follow_the_folders_order(crops):
     ds = TrainFrames(c23, root, seed=0, manipulation=True)
     got = {row.manipulation: int(ds[i]["manipulation"]) for i, row in enumerate(ds.rows.itertuples())}
     assert got == {"real": 0, "DF": 1, "F2F": 2, "NT": 4}
-    assert MANIPULATION_IDS == {"real": 0, "DF": 1, "F2F": 2, "FS": 3, "NT": 4}
+    assert MANIPULATION_IDS == {"real": 0, "DF": 1, "F2F": 2, "FS": 3, "NT": 4, "FSH": 5}
     assert ds[0]["manipulation"].dtype == torch.int64
     plain = TrainFrames(c23, root, seed=0)[0]
     assert set(plain) == {"image", "label"}  # nothing unless asked for

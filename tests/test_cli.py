@@ -87,3 +87,9 @@ def test_dvc_stages_declare_what_the_pipeline_fingerprints():
         deps = set(declared["deps"])
         for c in code:
             assert c.replace("{method}", "${item.method}") in deps, (name, c)
+
+
+def test_training_fingerprints_every_shared_method_part():
+    """A change to a methods/_*.py helper must retrain (run and dvc repro alike)."""
+    helpers = {f"methods/{f.name}" for f in (ROOT / "methods").glob("_*.py") if f.name != "__init__.py"}
+    assert helpers <= set(stamps.STAGES["train"][1]), sorted(helpers - set(stamps.STAGES["train"][1]))

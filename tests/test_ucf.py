@@ -48,7 +48,7 @@ def test_each_term_changes_with_its_own_input(setup):
     relabelled = {**batch, "manipulation": torch.tensor([0, 2, 1, 0, 3, 4])}
     assert _changed(base, _terms(model, out, relabelled)) == {"spe", "con"}
 
-    assert _changed(base, _terms(model, {**out, "logit_spe": out["logit_spe"] + torch.eye(6, 5)}, batch)) == {"spe"}
+    assert _changed(base, _terms(model, {**out, "logit_spe": out["logit_spe"] + torch.eye(*out["logit_spe"].shape)}, batch)) == {"spe"}
     assert _changed(base, _terms(model, {**out, "specific": out["specific"] * 0.1}, batch)) == {"con"}
     assert _changed(base, _terms(model, {**out, "logit": out["logit"] + 1.0}, batch)) == {"sha"}
     assert _changed(base, _terms(model, {**out, "recon_self": out["recon_self"] + 0.5}, batch)) == {"rec"}
