@@ -135,7 +135,9 @@ class UIAViT(Method):
         x = self.vit.norm(x)
         attn = torch.stack(maps).mean(0)
         w = attn[:, 0, p:]
-        w = w / w.sum(1, keepdim=True)
+        # clamped: when the class token attends (almost) only to itself the patch weights underflow,
+        # and an unclamped division turned the 10-epoch default grid's weights into NaN
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-6)
         assembled = (w.unsqueeze(2) * x[:, p:]).sum(1)  # PCWA
         logit = self.head(torch.cat([x[:, 0], assembled], 1)).squeeze(1)
         return {"logit": logit, "patch_attention": attn[:, p:, p:], "patch_features": feat}
