@@ -70,6 +70,8 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 class Distortion:
+    """A frame distortion defines ``apply(frame, severity, rng) -> (frame, detail)``; a
+    whole-video one sets ``whole_video = True`` and defines ``apply_video(frames, severity)``."""
     code = "base"
     description = ""
     levels: tuple = ()
@@ -81,11 +83,6 @@ class Distortion:
             raise UserError(f"distortion {self.code}: severity {severity!r} not in 1..5")
         return self.levels[s - 1]
 
-    def apply(self, frame: np.ndarray, severity: int, rng: np.random.Generator):
-        raise NotImplementedError
-
-    def apply_video(self, frames: list[np.ndarray], severity: int) -> list[np.ndarray]:
-        raise NotImplementedError
 
 
 @DISTORTIONS.register_module(name="CS")
