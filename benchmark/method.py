@@ -52,11 +52,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class Method(nn.Module):
     requires: frozenset[str] = frozenset()
+    #: the original's optimiser/schedule/batch size/epochs (``stage_recipe``; ``engine.optim``)
+    recipe: dict = {}
 
     def __init__(self):
         super().__init__()
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def use_input_stats(self, backbone: nn.Module) -> None:
+        """Normalise inputs with ``backbone``'s own mean/std (its timm data config,
+        ``benchmark.backbones.input_stats``) instead of the ImageNet default."""
+        from benchmark.backbones import input_stats
+        mean, std = input_stats(backbone)
+        self.pixel_mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+        self.pixel_std.copy_(torch.tensor(std).view(1, 3, 1, 1))
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         return (image - self.pixel_mean) / self.pixel_std
@@ -74,6 +84,11 @@ class Method(nn.Module):
         losses = self.loss(self(batch), batch)
         optim_wrapper.update_params(losses["loss"])
         return losses
+
+    def stage_recipe(self, stage: str) -> dict:
+        """The original's training recipe for ``stage`` (used under ``train.recipe: own``): any of
+        ``benchmark.engine.optim.RECIPE_KEYS``; keys it leaves out come from params.yaml ``train``."""
+        return dict(self.recipe)
 
     def training_stages(self, epochs: int) -> list[tuple[str, int]]:
         """The training schedule as (stage name, epochs); default one stage of ``train.epochs``."""

@@ -21,7 +21,7 @@ from torch import nn
 
 from benchmark.errors import UserError
 from benchmark.method import load_pretrained
-from methods.baseline import create_backbone
+from benchmark.backbones import create_backbone
 
 
 class Staged(nn.Module):

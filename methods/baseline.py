@@ -19,20 +19,11 @@ Deviations from the original:
 """
 from __future__ import annotations
 
-import timm
 from torch import nn
 
-from benchmark.errors import UserError
+from benchmark.backbones import create_backbone
 from benchmark.method import Method, last_feature_map, load_pretrained
 from benchmark.registry import METHODS
-
-
-def create_backbone(name: str, **kwargs) -> nn.Module:
-    """``timm.create_model(name, pretrained=False, **kwargs)`` with a one-line error for bad names."""
-    try:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    except RuntimeError as e:  # timm: "Unknown model (...)"
-        raise UserError(f"backbone {name!r} is not a timm model ({e}); see timm.list_models()") from e
 
 
 @METHODS.register_module(name="baseline")
@@ -46,6 +37,7 @@ class Baseline(Method):
         self.backbone_name = backbone
         self.backbone = create_backbone(backbone, num_classes=0, **(backbone_kwargs or {}))  # pooled (N, C)
         self.weights = load_pretrained(self.backbone, pretrained)
+        self.use_input_stats(self.backbone)
         self.head = nn.Linear(self.backbone.num_features, 1)
 
     def forward(self, batch: dict) -> dict:

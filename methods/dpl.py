@@ -72,7 +72,7 @@ from methods._dpl_parts import (EVAL_SEED, AttentionalFusion, GaussianPositions,
                                 StandInImageEncoder, UniformPositions, ValueNet, fsm_step, gap, window_mask)
 from methods._losses import LREG_STEPS, entropy_regulariser, focal_bce_with_logits, hard_sample_mask, lreg_step_mask
 from methods._ppo import CLIP_FORMS, RETURNS, ppo_objective, returns, step_rewards
-from methods.baseline import create_backbone
+from benchmark.backbones import create_backbone
 
 FUSIONS = ("add", "concat", "attention")
 HARD = ("final", "step")
@@ -138,6 +138,7 @@ class DPL(Method):
 
         self.backbone = create_backbone(backbone, num_classes=0, global_pool="", **(backbone_kwargs or {}))  # Psi
         self.weights = load_pretrained(self.backbone, pretrained)
+        self.use_input_stats(self.backbone)
         c = self.backbone.num_features
         self._encoder, self.encoder_desc = [], "none"  # a list keeps the frozen encoder out of state_dict
         if image_features != "none":

@@ -41,7 +41,7 @@ from torch import nn
 from benchmark.errors import UserError
 from benchmark.method import Method, load_pretrained
 from benchmark.registry import METHODS
-from methods.baseline import create_backbone
+from benchmark.backbones import create_backbone
 
 # ---------------------------------------------------------------- HSIC (Gretton et al., ALT 2005)
 # HSIC(X, Y) = tr(K H L H) / (n - 1)^2, K and L the kernel matrices of the n paired samples,

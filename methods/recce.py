@@ -36,7 +36,7 @@ from torch import nn
 
 from benchmark.method import Method, load_pretrained
 from benchmark.registry import METHODS
-from methods.baseline import create_backbone
+from benchmark.backbones import create_backbone
 
 
 def real_reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

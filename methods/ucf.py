@@ -42,7 +42,7 @@ from benchmark.data.frames import MANIPULATION_IDS
 from benchmark.errors import UserError
 from benchmark.method import Method, load_pretrained
 from benchmark.registry import METHODS
-from methods.baseline import create_backbone
+from benchmark.backbones import create_backbone
 
 N_MANIPULATIONS = len(MANIPULATION_IDS)  # real + every manipulation code the layout knows
 

@@ -43,7 +43,7 @@ from torch import nn
 from benchmark.errors import UserError
 from benchmark.method import Method, load_pretrained
 from benchmark.registry import METHODS
-from methods.baseline import create_backbone
+from benchmark.backbones import create_backbone
 
 
 def attention_weights(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
