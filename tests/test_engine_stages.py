@@ -6,6 +6,7 @@ import torch
 
 from benchmark import engine, io
 from benchmark.data.frames import TrainFrames
+from benchmark.errors import UserError
 from test_engine import Tiny, frames, levels  # noqa: F401  (frames is a fixture)
 
 
@@ -57,5 +58,5 @@ def test_a_later_stage_can_start_from_an_earlier_epoch_and_resumes(frames, tmp_p
     (tmp_path / "w" / "model.pt").unlink()
     again, summary = _run(frames, tmp_path / "w", pick=1)  # both stages complete: resumed, nothing retrained
     assert all(torch.equal(straight[k], v) for k, v in again.state_dict().items())
-    with pytest.raises(engine.UserError, match="epoch_7.pth"):
+    with pytest.raises(UserError, match="epoch_7.pth"):
         _run(frames, tmp_path / "x", pick=7)

@@ -1,0 +1,51 @@
+"""A :class:`benchmark.method.Method` as mmengine's ``BaseModel``.
+
+``LevelsPreprocessor`` (the model's data preprocessor) turns the uint8 crops into floats in
+[0, 1] and, for methods that require ``indicator_levels``, computes the VQI/FII levels on the
+very image the method sees (after augmentation). ``MethodModel.train_step`` leaves the
+optimisation itself to the method (``Method.train_step``), so a method with its own step (QAD's
+adversarial weight perturbation, DPL's PPO) keeps it.
+"""
+from __future__ import annotations
+
+import torch
+from mmengine.model import BaseDataPreprocessor, BaseModel
+
+
+class LevelsPreprocessor(BaseDataPreprocessor):
+    """uint8 → float in [0, 1]; adds indicator levels when the method asks for them."""
+
+    def __init__(self, levels=None):
+        super().__init__()
+        self._levels = [levels]  # a list keeps a (possibly CLIP-sized) indicator out of state_dict
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = dict(data)
+        images = data["image"]
+        if self._levels[0] is not None:
+            vqi, fii = self._levels[0](images)
+            data["vqi_level"], data["fii_level"] = vqi, fii
+        data["image"] = images.float().div_(255)
+        if "image_pair" in data:  # capability quality_pair (TrainFrames)
+            data["image_pair"] = data["image_pair"].float().div_(255)
+        return {"batch": data}
+
+
+class MethodModel(BaseModel):
+    def __init__(self, method, levels=None):
+        needs = levels if "indicator_levels" in method.requires else None
+        super().__init__(data_preprocessor=LevelsPreprocessor(needs))
+        self.method = method
+
+    def train_step(self, data: dict, optim_wrapper) -> dict:
+        """mmengine's step, with the optimisation itself left to the method (``Method.train_step``)."""
+        with optim_wrapper.optim_context(self):
+            batch = self.data_preprocessor(data, True)["batch"]
+            losses = self.method.train_step(batch, optim_wrapper)
+        return {k: v.detach() for k, v in losses.items()}
+
+    def forward(self, batch: dict, mode: str = "tensor"):
+        out = self.method(batch)
+        if mode == "loss":
+            return self.method.loss(out, batch)
+        return torch.sigmoid(out["logit"])
