@@ -95,11 +95,14 @@ def dispatch(verb: str, args: dict, params: dict) -> int:
 
 
 def regression_verb(verb: str, rerun: bool, params: dict, profile: str | None) -> int:
-    from benchmark import regression
+    from benchmark.evaluation import regression
+    from benchmark.pipeline.provenance import git_commit
+    if rerun:
+        pipeline.run_grid(params)
     if verb == "update-reference":
-        print(f"wrote {regression.update_reference(params, profile, rerun)}")
+        print(f"wrote {regression.update_reference(params, profile, git_commit())}")
         return 0
-    verdict = regression.check_regression(params, rerun)
+    verdict = regression.check_regression(params)
     print(verdict.text())
     return 0 if verdict.ok else 1
 

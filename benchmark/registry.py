@@ -18,9 +18,9 @@ DATASETS = Registry("dataset")
 INDICATORS = Registry("indicator backend")
 PERTURBATIONS = Registry("perturbation")
 FACE_DETECTORS = Registry("face detector")
-DISTORTIONS = Registry("distortion")  # whole-frame distortions (benchmark/data/distort.py)
+DISTORTIONS = Registry("distortion")  # whole-frame distortions (benchmark/data/distortions.py)
 
-_PACKAGES = ("methods", "benchmark.data", "benchmark.indicators", "benchmark.perturb")
+_PACKAGES = ("methods", "benchmark.data", "benchmark.indicators", "benchmark.evaluation.conditions")
 
 
 def load_all() -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from benchmark import config, pipeline
-from benchmark.metrics import METRIC_COLUMNS
+from benchmark.evaluation.metrics import METRIC_COLUMNS
 from benchmark.report.tables import build_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_run_uses_the_protocol_rows(monkeypatch):
     seen = []
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(pipeline.stamps, "is_current", lambda *a: True)  # nothing to run
-    monkeypatch.setattr(pipeline, "report", lambda params, protos, methods: seen.append(methods) or [])
+    monkeypatch.setattr(pipeline.stages, "report", lambda params, protos, methods: seen.append(methods) or [])
     pipeline.run(params, "ablation_fusion")
     assert seen == [["dpl", "dpl_concat", "dpl_attention"]]
 

@@ -4,7 +4,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from benchmark import analysis
+from benchmark.report import analysis
 
 matplotlib.use("Agg")
 

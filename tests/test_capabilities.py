@@ -13,7 +13,7 @@ from benchmark import pipeline
 from benchmark.data.frames import MANIPULATION_IDS, PAIR_JPEG_RANGE, TrainFrames
 from benchmark.engine import LevelsPreprocessor
 from benchmark.errors import UserError
-from benchmark.perturb import jpeg
+from benchmark.data.jpeg import jpeg
 
 VIDEOS = [("real/000", "real", 0), ("DF/000_001", "DF", 1), ("NT/001_000", "NT", 1), ("F2F/000_001", "F2F", 1)]
 
@@ -100,7 +100,7 @@ def test_manipulation_labels_follow_the_folders_order(crops):
 
 def test_pipeline_pairs_c23_with_c40_then_raw(crops, monkeypatch):
     manifest, root = crops
-    monkeypatch.setattr(pipeline, "faces_dir", lambda dataset: root)
+    monkeypatch.setattr(pipeline.stages, "faces_dir", lambda dataset: root)
     manifest.to_parquet(root / "manifest.parquet")
     spec = {"dataset": "ff", "quality": "c23", "split": "train"}
     assert set(pipeline._pair_manifest(spec).quality) == {"c40"}

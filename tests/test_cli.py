@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 import benchmark  # noqa: F401
-from benchmark import cli, config, stamps
+from benchmark import cli, config
+from benchmark.pipeline import stamps
 from benchmark.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

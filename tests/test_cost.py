@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from benchmark import cost
+from benchmark.evaluation import cost
 from benchmark.method import Method
 from methods.baseline import Baseline
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib import cbook
 
-from benchmark import provenance
+from benchmark.pipeline import provenance
 from benchmark.data import extract as ex
 from benchmark.data import layout, synthff
 from benchmark.errors import UserError

@@ -1,5 +1,5 @@
-"""DeeperForensics-1.0 distortions (benchmark/data/distort.py) against hand computations, and
-the distorted-crops stage (benchmark/data/distorted.py) on a tiny SynthFF."""
+"""DeeperForensics-1.0 distortions (benchmark/data/distortions.py) against hand computations, and
+the distorted-crops stage (benchmark/data/distorted_crops.py) on a tiny SynthFF."""
 import json
 
 import cv2
@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.data import distort as D
+from benchmark.data import distortions as D
 from benchmark.data import extract as ex
 from benchmark.data import faces, synthff
-from benchmark.data.distorted import distort_faces
+from benchmark.data.distorted_crops import distort_faces
 from benchmark.errors import UserError
-from benchmark.perturb import jpeg, key_rng
+from benchmark.data.jpeg import jpeg, key_rng
 from benchmark.registry import DISTORTIONS, choices
 
 SEV = [1, 2, 3, 4, 5]

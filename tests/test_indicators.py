@@ -15,7 +15,7 @@ from benchmark.errors import UserError
 from benchmark.indicators import (IndicatorLevels, OpenCLIPIndicator, build_indicator,
                                   compute_indicators, fallback_scores, fit_quantile_edges,
                                   load_indicator, to_levels, two_prompt_softmax)
-from benchmark.perturb import jpeg
+from benchmark.data.jpeg import jpeg
 
 TINY = "dpl-test-tiny-vit"
 TINY_CFG = {"embed_dim": 64,

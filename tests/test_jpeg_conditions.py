@@ -8,8 +8,8 @@ import torch
 from matplotlib import cbook
 
 from benchmark.errors import UserError
-from benchmark.perturb import (JPEG_RANGES, RandomJPEG, get_conditions, jpeg,
-                               random_jpeg_conditions)
+from benchmark.data.jpeg import JPEG_RANGES, RandomJPEG, jpeg, random_jpeg_conditions
+from benchmark.evaluation.conditions import get_conditions
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from mmengine.optim import OptimWrapper
 
 from benchmark import registry
 from benchmark.io import load_tensors, save_tensors
-from benchmark.perturb import jpeg
+from benchmark.data.jpeg import jpeg
 from benchmark.registry import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from benchmark.metrics import binary_metrics, compute_metrics, headline_rows, metrics_json
+from benchmark.evaluation.metrics import binary_metrics, compute_metrics, headline_rows, metrics_json
 
 COLUMNS = ["protocol", "method", "seed", "train_set", "test_set", "subset", "quality",
            "perturbation", "severity", "level", "auc", "ap", "eer", "acc", "auc_ci_low",

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark import config, pipeline, stamps
+from benchmark import config, pipeline
+from benchmark.pipeline import stamps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,7 @@ def test_stage_keys_chain_through_upstream_stages(monkeypatch):
 
 
 def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypatch):
-    from benchmark import provenance
+    from benchmark.pipeline import provenance
     monkeypatch.chdir(ROOT)
     assert provenance.collect(config.load_params(), ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is True
     real = config.load_params({"datasets.ff.name": "ffpp"})
@@ -111,7 +112,7 @@ def test_cross_manipulation_train_sets_and_rows(monkeypatch):
 
 
 def test_cross_manipulation_table_has_a_train_row_per_manipulation():
-    from benchmark import metrics
+    from benchmark.evaluation import metrics
     from benchmark.report.tables import build_tables
     rng = np.random.default_rng(1)
     rows = []
@@ -138,7 +139,7 @@ def test_cross_manipulation_table_has_a_train_row_per_manipulation():
 
 
 def test_cross_dataset_table_has_one_column_per_test_dataset():
-    from benchmark import metrics
+    from benchmark.evaluation import metrics
     from benchmark.report.tables import build_tables
     rng = np.random.default_rng(2)
     rows = []

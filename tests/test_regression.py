@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark import regression
+from benchmark.evaluation import regression
 from benchmark.errors import UserError
-from benchmark.metrics import compute_metrics
+from benchmark.evaluation.metrics import compute_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"grid": {"methods": ["baseline", "dpl"], "protocols": ["cross_quality"], "seeds": [0]},

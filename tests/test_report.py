@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark.metrics import METRIC_COLUMNS
+from benchmark.evaluation.metrics import METRIC_COLUMNS
 from benchmark.report import render_report
 from benchmark.report.tables import Cell, mark_column
 

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from benchmark.errors import UserError
-from benchmark.metrics import METRIC_COLUMNS
+from benchmark.evaluation.metrics import METRIC_COLUMNS
 from benchmark.report import render_report
 from benchmark.report.extras import cost_table
 from benchmark.report.paper import paper_table

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from benchmark import compare, stats
-from benchmark.metrics import compute_metrics, headline_rows
+from benchmark.evaluation import compare, stats
+from benchmark.evaluation.metrics import compute_metrics, headline_rows
 
 # Worked DeLong example (hand computation, DeLong et al. 1988):
 #   positives (fake) scores A: 0.9 0.6 0.4    B: 0.8 0.3 0.7

@@ -2,7 +2,7 @@
 
 DeeperForensics-1.0 distorts whole video frames, so for every video of the clean crops'
 manifest (the qualities and splits in params ``distort``) this decodes the raw video, applies
-the distortion (``benchmark.data.distort``) to each sampled full frame — VC re-encodes the
+the distortion (``benchmark.data.distortions``) to each sampled full frame — VC re-encodes the
 whole video first — and THEN crops with the box found on the clean video (the clean
 manifest's x0, y0, x1, y1 for that video_id / quality / frame_idx), resized to the clean
 crops' size. Output, a face-crops folder of the usual shape (docs/CONTRACTS.md) built
@@ -11,7 +11,7 @@ atomically:
     out_dir/crops/<quality>/<video_id>/<frame_idx:04d>.png
     out_dir/manifest.parquet   the clean manifest's columns for the rows written, plus
                                perturbation (the code), severity, param (the level's value),
-                               rng_key (the frame's random stream: perturb.key_rng(seed, rng_key))
+                               rng_key (the frame's random stream: benchmark.data.jpeg.key_rng(seed, rng_key))
                                and detail (JSON of the random choices, e.g. BW block corners)
     out_dir/distort_report.json  distortion, severity, param, seed, counts, skipped videos
 
@@ -29,10 +29,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from benchmark.data import faces
-from benchmark.data.distort import get_distortion
+from benchmark.data.distortions import get_distortion
 from benchmark.errors import UserError
 from benchmark.io import atomic_path
-from benchmark.perturb import key_rng
+from benchmark.data.jpeg import key_rng
 
 EXTRA_COLUMNS = ["perturbation", "severity", "param", "rng_key", "detail"]
 

@@ -167,7 +167,7 @@ class RealJPEG(Distortion):
     levels = (90, 70, 50, 30, 10)
 
     def apply(self, frame, severity, rng=None):
-        from benchmark.perturb import jpeg
+        from benchmark.data.jpeg import jpeg
         return jpeg(frame, self.param(severity)), {}
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from benchmark.data.layout import FOLDERS
 from benchmark.errors import UserError
-from benchmark.perturb import jpeg
+from benchmark.data.jpeg import jpeg
 
 
 def read_crop(path: Path) -> np.ndarray:

@@ -20,8 +20,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmark import stats
-from benchmark.metrics import LEVELS, METRIC_COLUMNS, VALUES, _video_level, subset_rank
+from benchmark.evaluation import stats
+from benchmark.evaluation.metrics import LEVELS, METRIC_COLUMNS, VALUES, _video_level, subset_rank
 
 BLOCK = ["protocol", "seed", "train_set", "test_set", "quality", "perturbation"]
 SIGNIFICANCE_COLUMNS = BLOCK + ["severity", "subset", "level", "method", "reference_method",

@@ -109,7 +109,7 @@ def measure(params: dict, name: str, setting: str, kwargs: dict, size: int) -> d
 def train_peak_mb(name: str, kwargs: dict, size: int, n: int, k: int) -> float:
     """Peak memory of one training step, measured in a fresh subprocess (see the module docstring)."""
     job = json.dumps({"name": name, "kwargs": kwargs, "size": size, "n": n, "k": k})
-    done = subprocess.run([sys.executable, "-m", "benchmark.cost", job], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "benchmark.evaluation.cost", job], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"training-memory probe of {name} failed:\n{done.stderr[-2000:]}")
     return float(json.loads(done.stdout.strip().splitlines()[-1])["train_peak_mb"])

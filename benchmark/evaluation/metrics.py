@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from benchmark import stats
+from benchmark.evaluation import stats
 
 METRIC_COLUMNS = [
     "protocol", "method", "seed", "train_set", "test_set", "subset", "quality", "perturbation",

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.errors import UserError
-from benchmark.metrics import headline_rows
+from benchmark.evaluation.metrics import headline_rows
 
 KEYS = ["protocol", "method", "train_set", "test_set", "quality", "perturbation", "subset", "level"]
 FORMAT = 1
@@ -187,36 +187,19 @@ def check(metrics_csv, reference_json, tolerance) -> Verdict:
     return compare(load_reference(reference_json), pd.read_csv(metrics_csv), tol)
 
 
-def run_grid(params: dict) -> None:
-    """Every protocol of ``grid.protocols`` for every grid method and seed (up-to-date stages
-    are skipped), then one report of them all. Single-threaded, so a reference and a later
-    check compute the same floats whatever the machine's core count (and a shared machine's
-    OpenMP spin-waits do not slow it down many times over)."""
-    import torch
-
-    from benchmark import pipeline
-    torch.set_num_threads(1)
-    for protocol in params["grid"]["protocols"]:
-        pipeline.run(params, protocol)
-
-
-def check_regression(params: dict, rerun: bool = False) -> Verdict:
-    if rerun:
-        run_grid(params)
+def check_regression(params: dict) -> Verdict:
+    """Compare results/metrics.csv with the reference params ``regression`` names."""
     cfg = params["regression"]
     return check("results/metrics.csv", cfg["reference"], cfg["tolerance"])
 
 
-def update_reference(params: dict, profile: str | None = None, rerun: bool = True) -> Path:
-    """Deliberately rewrite the reference from the (re-run) grid's metrics."""
+def update_reference(params: dict, profile: str | None = None, commit: str | None = None) -> Path:
+    """Deliberately rewrite the reference from the grid's metrics on disk."""
     from benchmark import io
-    from benchmark.provenance import git_commit
-    if rerun:
-        run_grid(params)
     metrics_csv = Path("results/metrics.csv")
     if not metrics_csv.is_file():
         raise UserError(f"{metrics_csv} not found; run update-reference with rerun=true")
-    ref = make_reference(pd.read_csv(metrics_csv), params, profile, git_commit())
+    ref = make_reference(pd.read_csv(metrics_csv), params, profile, commit)
     path = Path(params["regression"]["reference"])
     io.write_json(path, ref)
     return path

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark import config, registry, stamps
+from benchmark import config, registry
+from benchmark.pipeline import stamps
 from benchmark.errors import UserError
 
 

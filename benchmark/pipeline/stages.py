@@ -1,9 +1,9 @@
 """The stages of DESIGN §3 as library functions, and ``run``, which chains them.
 
 Each DVC stage calls one CLI verb, which calls one function here. Each stage
-function stamps its outputs with a key of everything it read (benchmark.stamps),
+function stamps its outputs with a key of everything it read (``pipeline.stamps``),
 so ``run`` skips a stage whose outputs are current, whoever made them. Where
-outputs live and what each stage reads is ``benchmark.graph``.
+outputs live and what each stage reads is ``pipeline.graph``.
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark import config, io, registry, stamps
+from benchmark import config, io, registry
 from benchmark.errors import UserError
-from benchmark.graph import (  # noqa: F401  (also the pipeline's public names)
-    dataset_cfg, dataset_class, distorted_name, faces_dir, in_order, indicators_json, method_variants,
-    model_dir, outputs, parse_train_set, protocol_methods, protocol_train_sets, resolve_method,
-    scores_path, stage_key, test_sets, train_set_id, upstream)
-
+from benchmark.pipeline import stamps
+from benchmark.pipeline.graph import (dataset_cfg, dataset_class, distorted_name, faces_dir, in_order,
+                                      indicators_json, model_dir, outputs, parse_train_set, protocol_methods,
+                                      protocol_train_sets, resolve_method, scores_path, stage_key, test_sets,
+                                      train_set_id)
 
 
 def train_rows(spec: dict, rows: pd.DataFrame, name: str = "") -> pd.DataFrame:
@@ -82,7 +82,7 @@ def indicators(params: dict, *, dataset: str) -> Path:
 
 @_stamped
 def distort(params: dict, *, dataset: str, distortion: str, severity: int) -> Path:
-    from benchmark.data.distorted import distort_faces
+    from benchmark.data.distorted_crops import distort_faces
     cfg = params["distort"]
     out = faces_dir(distorted_name(dataset, distortion, severity))
     distort_faces(dataset_class(params, dataset)(root=Path(dataset_cfg(params, dataset)["root"])), faces_dir(dataset),
@@ -95,11 +95,12 @@ def distort(params: dict, *, dataset: str, distortion: str, severity: int) -> Pa
 def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     import torch
 
-    from benchmark import engine, perturb
+    from benchmark import engine
+    from benchmark.data.jpeg import RandomJPEG
     from benchmark.data.frames import TrainFrames
     spec = parse_train_set(train_set, params)
     rows = train_rows(spec, _manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
-    augment = perturb.RandomJPEG() if params["train"]["jpeg_aug"] else None
+    augment = RandomJPEG() if params["train"]["jpeg_aug"] else None
     torch.manual_seed(seed)
     model = build_method(params, method)
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
@@ -114,7 +115,8 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
 
 @_stamped
 def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
-    from benchmark import engine, evaluate as ev
+    from benchmark import engine
+    from benchmark.evaluation import score as ev
     proto = config.load_protocol(protocol)
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
     indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
@@ -139,15 +141,16 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Pat
 
 
 def cost(params: dict) -> Path:
-    """results/cost.csv: parameters, GFLOPs, CPU images/s, peak training memory (benchmark/cost.py)."""
-    from benchmark import cost as cost_
+    """results/cost.csv: parameters, GFLOPs, CPU images/s, peak training memory (benchmark/evaluation/cost.py)."""
+    from benchmark.evaluation import cost as cost_
     return cost_.write_cost_table(params)
 
 
 def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
     """Metrics and tables of the grid's protocols and methods (plus any named here),
     so scores left on disk by a method since removed from the grid never show up."""
-    from benchmark import compare, metrics, provenance
+    from benchmark.evaluation import compare, metrics
+    from benchmark.pipeline import provenance
     from benchmark.report import render_report
     protocols = {*params["grid"]["protocols"], *protocols}
     methods = {*params["grid"]["methods"], *methods}
@@ -202,9 +205,37 @@ def run(params: dict, protocol: str, methods: list[str] | None = None) -> list[P
 
 
 def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_quality") -> list[Path]:
-    """Per-step AUC, FSM positions and indicator-level histograms (benchmark.analysis)."""
-    from benchmark import analysis
-    return analysis.analyze(params, method=method, seed=seed, protocol=protocol)
+    """Per-step AUC, FSM positions and indicator-level histograms of ``method`` trained on the
+    protocol's train set (``benchmark.report.analysis``)."""
+    import json
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from benchmark import engine
+    from benchmark.report import analysis
+    proto = config.load_protocol(protocol)
+    train_set = protocol_train_sets(proto)[0]
+    model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
+    indicators = {d: _indicator(params, d) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
+    tests = [(t["name"], _manifest(t["dataset"], t["quality"], t["split"]), faces_dir(t["dataset"]),
+              indicators[t["dataset"]]) for t in proto["test_sets"]]
+    tables = {}
+    for ds in indicators:
+        table = Path("data/indicators") / f"{ds}.parquet"
+        if table.is_file():
+            tables[ds] = (pd.read_parquet(table), json.loads(indicators_json(ds).read_text()).get("spearman") or {})
+    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"])
+
+
+def run_grid(params: dict) -> None:
+    """Every protocol of ``grid.protocols`` for every grid method and seed (up-to-date stages
+    are skipped), then one report of them all. Single-threaded, so a reference and a later
+    check compute the same floats whatever the machine's core count (and a shared machine's
+    OpenMP spin-waits do not slow it down many times over)."""
+    import torch
+    torch.set_num_threads(1)
+    for protocol in params["grid"]["protocols"]:
+        run(params, protocol)
 
 
 # ---------------------------------------------------------------- helpers

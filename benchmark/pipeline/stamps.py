@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmark import config, io
 
 STAMPS = Path(".benchmark/stamps")
-CODE = Path(__file__).resolve().parents[1]  # where benchmark/ and methods/ live
+CODE = Path(__file__).resolve().parents[2]  # where benchmark/ and methods/ live
 
 # stage -> (params keys it reads, code it runs); "{method}", "{dataset}" are filled per stage
 STAGES = {
@@ -20,13 +20,17 @@ STAGES = {
     "extract": (["extract", "datasets"], ["benchmark/data/extract.py", "benchmark/data/faces.py", "benchmark/data/layout.py",
                                           "benchmark/data/other_datasets.py"]),
     "indicators": (["indicators"], ["benchmark/indicators"]),
-    "distort": (["distort"], ["benchmark/data/distort.py", "benchmark/data/distorted.py"]),
+    "distort": (["distort"], ["benchmark/data/distortions.py", "benchmark/data/distorted_crops.py"]),
     # methods/_*.py are the methods' shared parts (tests/test_cli.py keeps this list complete)
-    "train": (["train", "methods.{method}"], ["benchmark/engine.py", "benchmark/method.py", "methods/{method}.py",
-                                              "methods/_dpl_parts.py", "methods/_losses.py", "methods/_ppo.py",
-                                              "methods/_staged.py", "benchmark/data/frames.py", "benchmark/perturb.py"]),
-    "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluate.py", "benchmark/perturb.py"]),
-    "report": (["report", "grid", "metrics"], ["benchmark/metrics.py", "benchmark/report", "benchmark/stats.py", "benchmark/compare.py"]),
+    "train": (["train", "methods.{method}"], ["benchmark/engine", "benchmark/method.py", "benchmark/backbones.py",
+                                              "methods/{method}.py", "methods/_dpl_parts.py", "methods/_losses.py",
+                                              "methods/_ppo.py", "methods/_staged.py", "benchmark/data/frames.py",
+                                              "benchmark/data/jpeg.py"]),
+    "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluation/score.py",
+                                                                  "benchmark/evaluation/conditions.py",
+                                                                  "benchmark/data/jpeg.py"]),
+    "report": (["report", "grid", "metrics"], ["benchmark/evaluation/metrics.py", "benchmark/report",
+                                               "benchmark/evaluation/stats.py", "benchmark/evaluation/compare.py"]),
 }
 
 

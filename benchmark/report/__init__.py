@@ -27,7 +27,7 @@ the page's CSS-only "show 95 % CIs" toggle is on (no scripts).
 ``metrics_df`` is the ``benchmark.metrics.compute_metrics`` frame. ``protocols`` maps a protocol
 name to its YAML dict; its ``table`` spec drives the layout (``benchmark.report.tables``), and a
 protocol with rows but no entry gets the default spec. Protocols come in ``protocols`` order,
-then any other by name. The provenance dict is documented in ``benchmark.report.provenance``;
+then any other by name. The provenance dict is documented in ``benchmark.report.provenance_text``;
 ``provenance["methods"]`` order is the table row order. Same inputs give the same bytes: nothing
 time-dependent is written unless ``provenance["generated"]`` says so. The caller writes
 metrics.csv / metrics.json (``benchmark.metrics.metrics_json``).
@@ -40,7 +40,7 @@ import pandas as pd
 
 from benchmark.io import write_text
 from benchmark.report import extras, figures as figs, paper
-from benchmark.report import provenance as prov_text
+from benchmark.report import provenance_text as prov_text
 from benchmark.report.render import html_page, html_tables, tex_escape, tex_tables
 from benchmark.report.tables import Table, build_tables
 

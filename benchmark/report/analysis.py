@@ -1,7 +1,7 @@
 """Analysis outputs of the DPL paper (Fig. 10-11 analogues and what progressive learning does).
 
-``analyze(params, method=..., seed=..., protocol=...)`` writes, for a trained method whose
-forward returns ``step_logits``/``step_valid`` (and ``positions`` for the FSM):
+``benchmark.pipeline.stages.analyze`` (the ``analyze`` verb) writes, with these functions, for a
+trained method whose forward returns ``step_logits``/``step_valid`` (and ``positions`` for the FSM):
 
 - ``results/analysis/<method>_step_auc.csv`` and plot ``<method>_step_auc``: the AUC of the
   per-step prediction at each time step t, per test set of the protocol (clean test crops,
@@ -165,38 +165,28 @@ def plot_levels(counts: pd.DataFrame, truth: dict, name: str = "indicator_levels
     return paths
 
 
-def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_quality") -> list[Path]:
-    """Write the analysis CSVs and plots of ``method`` (trained on the protocol's train set)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from benchmark import config, engine, pipeline
-    proto = config.load_protocol(protocol)
-    train_set = pipeline.train_set_id(proto["train_set"])
-    model = engine.load_trained(pipeline.build_method(params, method), pipeline.model_dir(train_set, method, seed))
-    written = []
-    frames, indicators = [], {}
-    for test in proto["test_sets"]:
-        ds = test["dataset"]
-        indicators.setdefault(ds, pipeline._indicator(params, ds))
-        rows = pipeline._manifest(ds, test["quality"], test["split"])
-        df = step_outputs(model, rows, pipeline.faces_dir(ds), indicators[ds], params["evaluate"]["batch_size"])
+def write_analysis(method_name: str, model, tests: list[tuple[str, pd.DataFrame, Path, object]],
+                   indicator_tables: dict[str, tuple[pd.DataFrame, dict]], batch_size: int) -> list[Path]:
+    """The analysis CSVs and plots of a trained ``model`` over ``tests`` [(test set name, manifest
+    rows, faces dir, indicator)], plus the level histograms of ``indicator_tables``
+    {dataset: (indicators parquet frame, spearman dict)}."""
+    written, frames = [], []
+    for name, rows, faces_dir, indicator in tests:
+        df = step_outputs(model, rows, faces_dir, indicator, batch_size)
         if not df.empty:
-            frames.append(df.assign(test_set=test["name"]))
+            frames.append(df.assign(test_set=name))
     if frames:
         per_step = pd.concat([step_auc(f).assign(test_set=f["test_set"].iloc[0]) for f in frames], ignore_index=True)
-        io.write_csv(ANALYSIS / f"{method}_step_auc.csv", per_step)
-        written += [ANALYSIS / f"{method}_step_auc.csv", *plot_step_auc(per_step, method)]
+        io.write_csv(ANALYSIS / f"{method_name}_step_auc.csv", per_step)
+        written += [ANALYSIS / f"{method_name}_step_auc.csv", *plot_step_auc(per_step, method_name)]
         counts = position_counts(pd.concat(frames, ignore_index=True))
         if not counts.empty:
-            io.write_csv(ANALYSIS / f"{method}_positions.csv", counts)
-            written += [ANALYSIS / f"{method}_positions.csv",
-                        *plot_positions(counts, method, getattr(model, "channels", None))]
-    for ds in sorted(indicators):
-        table = Path("data/indicators") / f"{ds}.parquet"
-        if table.is_file():
-            levels = level_counts(pd.read_parquet(table))
-            truth = json.loads(pipeline.indicators_json(ds).read_text()).get("spearman") or {}
-            name = "indicator_levels" if ds == "ff" else f"indicator_levels_{ds}"
-            io.write_csv(ANALYSIS / f"{name}.csv", levels)
-            written += [ANALYSIS / f"{name}.csv", *plot_levels(levels, truth, name)]
+            io.write_csv(ANALYSIS / f"{method_name}_positions.csv", counts)
+            written += [ANALYSIS / f"{method_name}_positions.csv",
+                        *plot_positions(counts, method_name, getattr(model, "channels", None))]
+    for ds, (table, truth) in sorted(indicator_tables.items()):
+        levels = level_counts(table)
+        name = "indicator_levels" if ds == "ff" else f"indicator_levels_{ds}"
+        io.write_csv(ANALYSIS / f"{name}.csv", levels)
+        written += [ANALYSIS / f"{name}.csv", *plot_levels(levels, truth, name)]
     return written

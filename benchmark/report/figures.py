@@ -24,7 +24,7 @@ import pandas as pd
 
 from benchmark.errors import UserError
 from benchmark.io import atomic_path
-from benchmark.metrics import LEVELS
+from benchmark.evaluation.metrics import LEVELS
 
 KINDS = ("severity_curves", "bars")
 

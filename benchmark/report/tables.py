@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from benchmark.metrics import LEVELS, subset_rank, headline_rows
+from benchmark.evaluation.metrics import LEVELS, subset_rank, headline_rows
 
 DEFAULT_SPEC = {"rows": "method", "column_groups": "test_set", "columns": "subset"}
 LOWER_IS_BETTER = {"eer"}
