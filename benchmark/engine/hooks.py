@@ -3,7 +3,8 @@
 * ``ProgressHook``: a tqdm bar over all iterations with the running loss (mmengine logs only
   warnings at the level the engine sets).
 * ``EpochSeedHook``: reseeds torch and the dataset's augmentation at every epoch from
-  (seed, epoch), so a run resumed after an interruption is bit-identical to an uninterrupted one.
+  (seed, epoch), so a run resumed after an interruption is bit-identical to an uninterrupted one,
+  and tells the method the epoch (``Method.set_epoch``).
 * ``HistoryHook``: one row per finished epoch (1-based) in ``<work_dir>/history.json``: mean
   training loss, learning rate, seconds, and the metrics of a validation run after that epoch
   (mmengine's ``after_val_epoch``, prefixed ``val_``). Rows are keyed by epoch, so a resumed
@@ -48,6 +49,7 @@ class EpochSeedHook(Hook):
     def before_train_epoch(self, runner) -> None:
         torch.manual_seed(self.seed * 100_003 + runner.epoch)
         runner.train_dataloader.dataset.epoch = runner.epoch
+        getattr(runner.model, "module", runner.model).method.set_epoch(runner.epoch)
 
 
 @HOOKS.register_module()

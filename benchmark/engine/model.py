@@ -2,7 +2,9 @@
 
 ``LevelsPreprocessor`` (the model's data preprocessor) turns the uint8 crops into floats in
 [0, 1] and, for methods that require ``indicator_levels``, computes the VQI/FII levels on the
-very image the method sees (after augmentation). ``MethodModel.train_step`` leaves the
+very image the method sees (after augmentation). An item that carries several views of one
+image (``image`` (V, 3, H, W), e.g. ``benchmark.data.views.JPEGViews``) is flattened into the
+batch, view after view of each image, its other per-item tensors repeated V times. ``MethodModel.train_step`` leaves the
 optimisation itself to the method (``Method.train_step``), so a method with its own step (QAD's
 adversarial weight perturbation, DPL's PPO) keeps it.
 """
@@ -20,7 +22,7 @@ class LevelsPreprocessor(BaseDataPreprocessor):
         self._levels = [levels]  # a list keeps a (possibly CLIP-sized) indicator out of state_dict
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        data = dict(data)
+        data = flatten_views(dict(data))
         images = data["image"]
         if self._levels[0] is not None:
             vqi, fii = self._levels[0](images)
@@ -29,6 +31,18 @@ class LevelsPreprocessor(BaseDataPreprocessor):
         if "image_pair" in data:  # capability quality_pair (TrainFrames)
             data["image_pair"] = data["image_pair"].float().div_(255)
         return {"batch": data}
+
+
+def flatten_views(data: dict) -> dict:
+    """(N, V, 3, H, W) images -> (N*V, 3, H, W); every other (N, ...) tensor repeated V times."""
+    images = data["image"]
+    if images.dim() != 5:
+        return data
+    n, v = images.shape[:2]
+    out = {k: t.repeat_interleave(v, dim=0) if isinstance(t, torch.Tensor) and t.shape[:1] == (n,) else t
+           for k, t in data.items()}
+    out["image"] = images.flatten(0, 1)
+    return out
 
 
 class MethodModel(BaseModel):

@@ -12,7 +12,9 @@ A recipe is a dict with the keys ``RECIPE_KEYS``:
 
 ``train.recipe`` chooses where a stage's recipe comes from: ``shared`` (every method trains
 with params.yaml ``train``'s keys) or ``own`` (the method's ``Method.stage_recipe(stage)``, the
-original's settings, over the shared ones for the keys it does not set).
+original's settings, over the shared ones for the keys it does not set). Whatever the source,
+keys a method's own options fix for a stage (``Method.recipe_overrides(stage)``, e.g. DPL's
+``stage2_optimizer``) are applied last.
 """
 from __future__ import annotations
 
@@ -37,13 +39,13 @@ def stage_recipe(method, stage: str, cfg: dict) -> dict:
     if source not in SOURCES:
         raise UserError(f"train.recipe={source!r} is unknown; choose one of: {', '.join(SOURCES)}")
     recipe = shared_recipe(cfg)
-    if source == "own":
-        own = method.stage_recipe(stage)
-        unknown = sorted(set(own) - set(RECIPE_KEYS))
+    parts = [("stage_recipe", method.stage_recipe(stage))] if source == "own" else []
+    for hook, part in parts + [("recipe_overrides", method.recipe_overrides(stage))]:
+        unknown = sorted(set(part) - set(RECIPE_KEYS))
         if unknown:
-            raise UserError(f"{type(method).__name__}.stage_recipe({stage!r}) has unknown keys {unknown}; "
+            raise UserError(f"{type(method).__name__}.{hook}({stage!r}) has unknown keys {unknown}; "
                             f"a recipe has {', '.join(RECIPE_KEYS)}")
-        recipe.update(own)
+        recipe.update(part)
     return recipe
 
 

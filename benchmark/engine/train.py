@@ -6,7 +6,8 @@ and parameter schedulers (built from the stage's recipe, ``engine.optim``), the 
 last checkpoint (``resume=True``), logging and seeding (``randomness``). What we add:
 ``engine.model`` (a Method as a ``BaseModel``), ``engine.checkpoint`` (checkpoints that load
 with ``weights_only=True``) and ``engine.hooks`` (progress bar, per-epoch reseeding, the
-per-epoch history).
+per-epoch history) and ``engine.validate`` (per-epoch validation AUC through mmengine's
+``ValLoop``; ``train.select`` picks the last or the best-validation checkpoint).
 
 ``train`` runs a method's ``training_stages`` in order, each its own resumable Runner, and
 writes ``model.pt`` (the method's tensors only), ``train.json`` and ``history.csv``.
@@ -24,25 +25,28 @@ import pandas as pd
 from mmengine.runner import Runner
 
 from benchmark import io
-from benchmark.engine import optim
+from benchmark.engine import optim, validate
 from benchmark.engine.checkpoint import method_state
 from benchmark.engine.hooks import read_history
 from benchmark.engine.loaders import train_loader
 from benchmark.engine.model import MethodModel
-from benchmark.errors import UserError
 
 _RUNS = itertools.count()  # mmengine keys global loggers/visualizers by experiment name
 
 
-def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fingerprint: str = "") -> dict:
+def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fingerprint: str = "",
+          val_data=None) -> dict:
     """Train ``method`` on ``dataset`` (a ``TrainFrames``) into ``work_dir``.
 
-    ``cfg`` is params.yaml ``train``. Resumes from ``work_dir``'s last checkpoint when one
+    ``cfg`` is params.yaml ``train``; ``val_data`` (frames with ``image`` and ``label``, or None)
+    is scored after every epoch (``engine.validate``). Resumes from ``work_dir``'s last checkpoint when one
     exists for the same ``fingerprint``; writes ``model.pt`` (the method's tensors only),
     ``train.json`` and ``history.csv`` at the end. A method with several ``training_stages``
     runs each as its own Runner under ``work_dir/<stage>/`` (see ``run_stages``).
     """
     work_dir = Path(work_dir)
+    select = validate.check_select(cfg.get("select", "last"), val_data is not None)
+    stage_picks(method, cfg, val_data is not None)  # a bad choice stops here, before anything is touched
     run_file = work_dir / "run.json"
     if work_dir.exists() and (not run_file.is_file() or json.loads(run_file.read_text()).get("fingerprint") != fingerprint):
         shutil.rmtree(work_dir)  # a different configuration: never resume from it
@@ -50,7 +54,11 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
     io.write_json(run_file, {"fingerprint": fingerprint})
     dataset.seed = seed
     start = time.perf_counter()
-    stages = run_stages(method, dataset, work_dir, cfg, seed, levels)
+    stages = run_stages(method, dataset, work_dir, cfg, seed, levels, val_data)
+    if select == "best_val":  # the training ends with the last stage's best-validation epoch
+        best = validate.best_checkpoint(stage_dirs(work_dir, [s["stage"] for s in stages])[-1])
+        method.load_state_dict(method_state(best))
+        stages[-1]["ended_with"] = best.name
     summary = {
         "epochs": sum(s["epochs"] for s in stages), "iters": sum(s["iters"] for s in stages),
         "seconds": round(time.perf_counter() - start, 1), "final_loss": stages[-1]["final_loss"],
@@ -77,36 +85,51 @@ def history(work_dir: Path, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None) -> list[dict]:
+def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, val_data=None) -> list[dict]:
     """Run ``method.training_stages(cfg["epochs"])`` in order, each its own resumable Runner.
 
     Before a stage ``method.set_stage(name)`` freezes what it does not train; the optimiser holds
-    only the parameters left trainable. A later stage starts from the previous stage's last
-    epoch, or from the epoch ``method.stage_checkpoint(name)`` names (then the previous stage
-    keeps every epoch's checkpoint); a stage with its own checkpoint resumes from that instead.
+    only the parameters left trainable. A later stage starts from the previous stage's checkpoint
+    that ``method.stage_checkpoint(name)`` names (an epoch number -- then the previous stage keeps
+    every epoch's checkpoint --, ``last`` or ``best_val``), or, when it names none, the one
+    ``train.select`` names; a stage with its own checkpoint resumes from that instead.
     """
     plan = method.training_stages(cfg["epochs"])
     dirs = stage_dirs(work_dir, [n for n, _ in plan])
+    picks = stage_picks(method, cfg, val_data is not None)
     out = []
     for i, (name, epochs) in enumerate(plan):
-        nxt = plan[i + 1][0] if i + 1 < len(plan) else None
-        keep_all = nxt is not None and method.stage_checkpoint(nxt) is not None
+        keep_all = i + 1 < len(plan) and isinstance(picks[i + 1], int)
         method.set_stage(name)
-        pick = method.stage_checkpoint(name)
-        if i > 0 and pick is not None:
-            ckpt = dirs[i - 1] / f"epoch_{pick}.pth"
-            if not ckpt.is_file():
-                raise UserError(f"stage {name} should start from {ckpt}, which does not exist; "
-                                f"choose an epoch of stage {plan[i - 1][0]} (1..{plan[i - 1][1]}) or 'last'")
+        start = None
+        if i > 0 and picks[i] != "last":
+            ckpt = validate.checkpoint_for(dirs[i - 1], picks[i])
             method.load_state_dict(method_state(ckpt))
+            start = ckpt.name
         recipe = optim.stage_recipe(method, name, {**cfg, "epochs": epochs})
-        out.append({"stage": name, "recipe": recipe,
-                    **_run_one(method, dataset, dirs[i], cfg, recipe, seed, levels, keep_all)})
+        out.append({"stage": name, "recipe": recipe, "started_from": start or ("last" if i else None),
+                    **_run_one(method, dataset, dirs[i], cfg, recipe, seed, levels, keep_all, val_data)})
     return out
 
 
-def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int, levels, keep_all: bool) -> dict:
+def stage_picks(method, cfg: dict, validated: bool) -> list:
+    """Per stage, the previous stage's checkpoint it starts from: the method's
+    ``stage_checkpoint(name)`` (an epoch number, ``last`` or ``best_val``), else ``train.select``."""
+    select = cfg.get("select", "last")
+    picks = []
+    for name, _ in method.training_stages(cfg["epochs"]):
+        pick = method.stage_checkpoint(name)
+        pick = select if pick is None else pick
+        if not isinstance(pick, int):
+            validate.check_select(pick, validated)
+        picks.append(pick)
+    return picks
+
+
+def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int, levels, keep_all: bool,
+             val_data=None) -> dict:
     loader = train_loader(dataset, recipe["batch_size"], cfg, seed)
+    val = cfg.get("val") or {}
     runner = Runner(
         model=MethodModel(method, levels),
         work_dir=str(work_dir),
@@ -114,7 +137,8 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
         train_cfg=dict(by_epoch=True, max_epochs=int(recipe["epochs"])),
         optim_wrapper=optim.optim_wrapper(method, recipe),
         param_scheduler=recipe["param_scheduler"] or None,
-        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=-1 if keep_all else 1),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=-1 if keep_all else 1,
+                                           **validate.checkpoint_cfg(val_data is not None)),
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
         custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
                       dict(type="HistoryHook"), dict(type="ProgressHook")],
@@ -125,6 +149,7 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
         # unique per Runner: the default (a timestamp) makes two runs started in the
         # same second share a visualizer that writes into the first run's directory
         experiment_name=f"{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUNS)}",
+        **validate.runner_kwargs(val_data, val.get("batch_size", 64)),
     )
     start = time.perf_counter()
     runner.train()

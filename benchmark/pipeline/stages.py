@@ -98,18 +98,21 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     from benchmark import engine
     from benchmark.data.jpeg import RandomJPEG
     from benchmark.data.frames import TrainFrames
+    from benchmark.data.views import compose
     spec = parse_train_set(train_set, params)
     rows = train_rows(spec, _manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
-    augment = RandomJPEG() if params["train"]["jpeg_aug"] else None
     torch.manual_seed(seed)
     model = build_method(params, method)
+    cfg = {**params["train"], **model.train_options()}  # keys the method's own options fix (e.g. views)
+    augment = RandomJPEG() if cfg["jpeg_aug"] and cfg.get("views", "single") == "single" else None
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
                        pair_manifest=_pair_manifest(spec) if "quality_pair" in model.requires else None,
                        manipulation="manipulation_label" in model.requires)
     indicator = _indicator(params, spec["dataset"])
     out = model_dir(train_set, method, seed)
-    engine.train(model, data, out, params["train"], seed, levels=indicator.levels,
-                 fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed))
+    engine.train(model, compose(data, cfg.get("views", "single")), out, cfg, seed, levels=indicator.levels,
+                 fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed),
+                 val_data=_val_frames(spec, cfg.get("val"), seed, train_set))
     return out / "model.pt"
 
 
@@ -268,6 +271,16 @@ def _pair_manifest(spec: dict) -> pd.DataFrame | None:
         if quality != spec["quality"] and not rows.empty:
             return rows
     return None
+
+
+def _val_frames(spec: dict, val: dict | None, seed: int, name: str):
+    """The train set's val split (params ``train.val``: quality, frames_per_video), un-augmented."""
+    from benchmark.data.frames import TrainFrames
+    if not val:
+        return None
+    quality = val.get("quality") or spec["quality"]
+    rows = train_rows(spec, _manifest(spec["dataset"], quality, "val"), name)
+    return TrainFrames(frames_subset(rows, val.get("frames_per_video")), faces_dir(spec["dataset"]), seed=seed)
 
 
 def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:

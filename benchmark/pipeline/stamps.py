@@ -23,9 +23,9 @@ STAGES = {
     "distort": (["distort"], ["benchmark/data/distortions.py", "benchmark/data/distorted_crops.py"]),
     # methods/_*.py are the methods' shared parts (tests/test_cli.py keeps this list complete)
     "train": (["train", "methods.{method}"], ["benchmark/engine", "benchmark/method.py", "benchmark/backbones.py",
-                                              "methods/{method}.py", "methods/_dpl_parts.py", "methods/_losses.py",
+                                              "methods/{method}.py", "methods/_dpl_parts.py", "methods/_dpl_readings.py", "methods/_losses.py",
                                               "methods/_ppo.py", "methods/_staged.py", "benchmark/data/frames.py",
-                                              "benchmark/data/jpeg.py"]),
+                                              "benchmark/data/jpeg.py", "benchmark/data/views.py"]),
     "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluation/score.py",
                                                                   "benchmark/evaluation/conditions.py",
                                                                   "benchmark/data/jpeg.py"]),

@@ -8,7 +8,8 @@ The provenance dict (all keys optional; missing ones are reported as "unknown", 
                   "label": "SynthFF"},              # label optional (defaults below)
       "methods": {                                  # table row order = this order
         "baseline": {"backbone": "convnext_atto", "weights": "random init", "label": "Baseline"},
-        "dpl": {"backbone": "convnext_atto", "weights": "random init", "label": "DPL"},
+        "dpl": {"backbone": "convnext_atto", "weights": "random init", "label": "DPL",
+                "setting": "reading release"},   # optional: the method's own one-line setting
       },
       "indicator": {"backend": "fallback", "model": "ViT-B-32", "weights": None,
                     "binning": "quantile", "k": 5, "logit_scale": False},
@@ -44,10 +45,14 @@ def is_random_init(method_info: dict | None) -> bool:
 
 
 def method_text(name: str, info: dict | None) -> str:
+    """``name: backbone (weights[; setting])``; ``setting`` is the line a method's
+    ``provenance()`` gives for what its rows depend on beyond the backbone (e.g. DPL's reading,
+    the baseline's loss)."""
     info = info or {}
     weights = ("weights unknown" if "weights" not in info
                else "random init" if is_random_init(info) else info["weights"])
-    return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights})"
+    setting = f"; {info['setting']}" if info.get("setting") else ""
+    return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights}{setting})"
 
 
 def indicator_text(prov: dict) -> str:
