@@ -30,6 +30,7 @@ from benchmark.engine.checkpoint import method_state
 from benchmark.engine.hooks import read_history
 from benchmark.engine.loaders import train_loader
 from benchmark.engine.model import MethodModel
+from benchmark.errors import UserError
 
 _RUNS = itertools.count()  # mmengine keys global loggers/visualizers by experiment name
 
@@ -115,11 +116,14 @@ def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=Non
 def stage_picks(method, cfg: dict, validated: bool) -> list:
     """Per stage, the previous stage's checkpoint it starts from: the method's
     ``stage_checkpoint(name)`` (an epoch number, ``last`` or ``best_val``), else ``train.select``."""
-    select = cfg.get("select", "last")
+    select, plan = cfg.get("select", "last"), method.training_stages(cfg["epochs"])
     picks = []
-    for name, _ in method.training_stages(cfg["epochs"]):
+    for i, (name, _) in enumerate(plan):
         pick = method.stage_checkpoint(name)
         pick = select if pick is None else pick
+        if isinstance(pick, int) and i > 0 and not 1 <= pick <= plan[i - 1][1]:
+            raise UserError(f"stage {name} should start from epoch_{pick}.pth of stage {plan[i - 1][0]}, which "
+                            f"trains epochs 1..{plan[i - 1][1]}; choose one of them, 'last' or 'best_val'")
         if not isinstance(pick, int):
             validate.check_select(pick, validated)
         picks.append(pick)

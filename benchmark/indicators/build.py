@@ -12,7 +12,8 @@ from benchmark.indicators.clip import OpenCLIPIndicator
 from benchmark.indicators.fallback import FallbackIndicator
 from benchmark.registry import INDICATORS, get
 
-BACKEND_KEYS = ("model", "weights", "logit_scale", "device", "batch_size", "cache_dir")
+BACKEND_KEYS = ("model", "weights", "logit_scale", "prompt_period", "device", "batch_size", "cache_dir")
+DESCRIBED = ("backend", "model", "weights", "logit_scale", "prompt_period")  # what a fitted file records
 
 
 def build_indicator(cfg: Mapping | None = None, **overrides):
@@ -42,7 +43,7 @@ def backend_from_description(d: Mapping):
     """Rebuild exactly the backend a ``data/indicators/<D>.json`` was computed with."""
     if d.get("backend") == "fallback":
         return FallbackIndicator(reason=d.get("fallback_reason"))
-    return build_indicator({k: d[k] for k in ("backend", "model", "weights", "logit_scale") if k in d})
+    return build_indicator({k: d[k] for k in DESCRIBED if k in d})
 
 
 def load_indicator(path, cfg: Mapping | None = None, backend=None) -> IndicatorLevels:
@@ -58,7 +59,8 @@ def load_indicator(path, cfg: Mapping | None = None, backend=None) -> IndicatorL
         raise UserError(f"indicator file {path} not found; run the `indicators` stage first")
     d = json.loads(path.read_text())
     if cfg:
-        want = {"binning": cfg.get("binning", "quantile"), "k": int(cfg.get("k", 5))}
+        want = {"binning": cfg.get("binning", "quantile"), "k": int(cfg.get("k", 5)),
+                "round_percent": bool(cfg.get("round_percent", False))}
         if cfg.get("backend", "auto") not in ("auto", None):
             want["backend"] = cfg["backend"]
         stale = {k: (d.get(k), v) for k, v in want.items() if d.get(k) != v}
@@ -69,7 +71,7 @@ def load_indicator(path, cfg: Mapping | None = None, backend=None) -> IndicatorL
         backend = backend_from_description(d)
     else:
         got = backend.describe()
-        if any(got.get(k) != d.get(k) for k in ("backend", "model", "weights", "logit_scale")):
+        if any(got.get(k) != d.get(k) for k in DESCRIBED):
             raise UserError(f"{path} was fitted with backend {d.get('backend')} {d.get('model')} "
                             f"{d.get('weights')}, not {got.get('backend')} {got.get('model')} "
                             f"{got.get('weights')}; re-run the `indicators` stage")
