@@ -25,8 +25,9 @@ ConvNeXt-T at 224 px (profiles/paper.yaml).
 
 Schedule: ``training_stages(epochs)`` = [("I", train.epochs), ("II", stage2_epochs)]; the paper
 trains 5 + 5 (profile paper). stage2_epochs = 0 is Tab. 5's "w/o train stage II" (no Phi, no
-V: uniform positions at test time too). ``stage_recipe`` (``train.recipe: own``): Adam 5e-5 in
-both stages and batch 32 (paper); batch 16 and stage II at Adam 3e-4 (release).
+V: uniform positions at test time too). ``stage_recipe`` (``train.recipe: own``): Adam 5e-5,
+5 stage-I epochs; batch 32 and stage II at 5e-5 (paper), batch 16 and stage II at Adam 3e-4
+(release; its stage-I optimiser is taken to be the paper's).
 
 Other ambiguities, each a parameter (not part of the reading: the text and the release agree
 or the release is not known to differ):
@@ -49,7 +50,9 @@ Deviations (choices of this implementation, under both readings):
   the pooled (N, c) tensor (exactly the pooled spatial FSM; tests/test_dpl.py).
 - Variable steps: all k steps run for the whole batch; past its level a branch's state is
   frozen (torch.where) and excluded from the aggregate: no per-sample Python loop.
-- L_REG averages a sample's selected steps (paper: a sum over steps is not written either way).
+- h_0 = w_0 = 0 and Phi's g_0 = 0 (the paper names h_0 the initial state without a value).
+- L_REG averages the entropies of a sample's selected steps (Eq. 2 does not say how several
+  steps combine), so a hard sample weighs at most ln 2 in every Tab. 8 setting.
 - Phi's width ``policy_hidden`` and sigma's floor (``state``: 0.02) are not in the paper; the
   reward of a branch alone (``reward_branch: alternate``) is head(fusion of that branch's
   aggregate with itself), since the release's per-branch classifier is not known here.
