@@ -236,3 +236,16 @@ def test_pretrained_tag_resolves_from_cache_only(tiny_weights, tmp_path, monkeyp
     for weights in ("fake", None):
         ind = OpenCLIPIndicator(model=TINY, weights=weights, cache_dir=str(tmp_path))
         assert ind.describe()["weights"] == "fake"
+
+
+def test_prompts_without_the_full_stop_are_another_text_embedding(tiny_weights, photo):
+    imgs = as_batch(cv2.resize(photo, (64, 64)))
+    printed = OpenCLIPIndicator(model=TINY, weights=str(tiny_weights))
+    release = OpenCLIPIndicator(model=TINY, weights=str(tiny_weights), prompt_period=False)
+    assert release.describe()["prompts"] == {"vqi": ["Good photo", "Bad photo"],
+                                             "fii": ["manipulated face", "genuine face"]}
+    assert printed.describe()["prompts"]["vqi"] == ["Good photo.", "Bad photo."]
+    assert not np.allclose(printed.score(imgs)["fii"], release.score(imgs)["fii"])
+    # a fitted file remembers the prompts: the other reading is a different backend
+    assert build_indicator({"backend": "open_clip", "model": TINY, "weights": str(tiny_weights),
+                            "prompt_period": False}).describe()["prompt_period"] is False

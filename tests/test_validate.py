@@ -117,3 +117,16 @@ def test_training_on_all_jpeg_views_sees_four_crops_per_image(frames, tmp_path):
     ds = JPEGViews(TrainFrames(frames[0], frames[1], seed=0))
     engine.train(Spy(), ds, tmp_path / "w", {**CFG, "epochs": 1, "val": None}, seed=0, levels=levels)
     assert seen == [16, 16, 16]  # 12 images, batch 4 -> 3 steps of 4 x 4 views
+
+
+def test_the_engine_tells_the_method_each_epoch(frames, tmp_path):
+    class Counting(Tiny):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+    method, _ = _train(frames, tmp_path / "w", method=Counting(), val=False)
+    assert method.epochs == [0, 1, 2]
