@@ -183,9 +183,12 @@ def test_each_dpl_variant_builds_trains_a_step_and_differs_where_it_should(name)
 
 
 def _resolved(params, name, reading):
-    """Every option of ``name`` as the model sees it under ``reading`` (preset + explicit)."""
+    """Every option of ``name`` as the model sees it when methods.dpl.reading is ``reading``
+    (a variant's own ``reading`` wins), preset + explicit options."""
     from methods import _dpl_readings
     _, opts = pipeline.resolve_method(params, name)
+    own = opts.pop("reading")  # the variant's own reading, or its base's
+    reading = own if own != params["methods"]["dpl"]["reading"] else reading
     given = {k: opts.pop(k) for k in list(opts) if k in _dpl_readings.KEYS}
     return {**opts, "reading": reading, **_dpl_readings.resolve(reading, given)[0]}
 
