@@ -1,6 +1,7 @@
 """Why DPL's simplest form trails its own backbone on the default grid (an experiment, not a test).
 
     python benchmarks/dpl_gap.py [--runs linear,gru,gru_ln,dpl1,linear_bal,dpl1_bal] [--epochs 10]
+                                 [--set methods.dpl.stage2_epochs=1 ...]
 
 Each run trains on the default grid's data (``data/faces/ff``, ``data/indicators/ff.json``; build
 them with ``python -m benchmark indicators dataset=ff``) with params.yaml's ``train`` section
@@ -142,9 +143,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="linear,gru,gru_ln,dpl1,linear_bal,dpl1_bal")
     ap.add_argument("--epochs", type=int, default=None, help="train.epochs (default: params.yaml's)")
+    ap.add_argument("--set", nargs="*", default=[], help="params.yaml overrides, key=value")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    params = config.load_params({"train.epochs": str(args.epochs)} if args.epochs else {}, root=ROOT)
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    if args.epochs:
+        overrides["train.epochs"] = str(args.epochs)
+    params = config.load_params(overrides, root=ROOT)
     indicator = stages._indicator(params, "ff")
     for run in args.runs.split(","):
         start = resource.getrusage(resource.RUSAGE_SELF)
