@@ -27,6 +27,7 @@ backbone (``benchmark.method.Method.use_input_stats``), never with hard-coded Im
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import timm
@@ -49,14 +50,18 @@ def create_backbone(name: str, pretrained=None, **kwargs) -> nn.Module:
     if not path.is_file():
         raise UserError(f"pretrained weights {str(pretrained)!r} not found; give a local .safetensors/.pth "
                         f"state dict of timm {name}, true (timm's default weights), or null")
-    try:
+    try:  # read here first with weights_only=True, whatever the installed timm's own default
+        tensors = _tensors(path)
         model = _create(name, True, path.name, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 - unreadable, a pickle weights_only refuses, shapes that do not fit
+    except pickle.UnpicklingError:
+        raise UserError(f"pretrained weights {path} are not a state dict of timm {name}: torch.load(weights_only=True) "
+                        f"refuses it (it holds Python objects, not only tensors); save model.state_dict() instead") from None
+    except Exception as e:  # noqa: BLE001 - unreadable, truncated, shapes that do not fit
         raise UserError(f"pretrained weights {path} are not a state dict of timm {name} "
                         f"({type(e).__name__}: {_first_line(e)}); give a file saved from that model's state_dict") from None
-    _check_matched(model, path, name)
+    _check_matched(model, tensors, path, name)
     return model
 
 
@@ -103,11 +108,25 @@ def _digest(t: torch.Tensor) -> tuple:
     return tuple(t.shape), hashlib.sha1(t.detach().double().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-def _check_matched(model: nn.Module, path: Path, name: str) -> None:
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a weights file by its (dotted) key: safetensors, or ``torch.load`` with
+    ``weights_only=True`` (nested dicts such as ``{"state_dict": ...}`` are walked)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    out, todo = {}, [("", torch.load(path, map_location="cpu", weights_only=True))]
+    while todo:
+        prefix, obj = todo.pop()
+        if isinstance(obj, torch.Tensor):
+            out[prefix] = obj
+        elif isinstance(obj, dict):
+            todo += [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in obj.items()]
+    return out
+
+
+def _check_matched(model: nn.Module, tensors: dict, path: Path, name: str) -> None:
     """Refuse a file whose tensors supplied less than ``MIN_MATCHED`` of the model's parameters."""
-    from timm.models import load_state_dict
-    state = load_state_dict(str(path), weights_only=True)
-    have = {_digest(t) for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    have = {_digest(t) for t in tensors.values() if t.is_floating_point()}
     params = list(model.parameters())
     matched = sum(p.numel() for p in params if _digest(p) in have)
     total = sum(p.numel() for p in params)
@@ -115,7 +134,7 @@ def _check_matched(model: nn.Module, path: Path, name: str) -> None:
         example = next(iter(model.state_dict().items()))
         raise UserError(f"pretrained weights {path} do not fit timm {name}: they supply {matched / total:.0%} of its "
                         f"parameters (expected its state dict, e.g. {example[0]!r} {tuple(example[1].shape)}; the file "
-                        f"starts with {next(iter(state), '?')!r})")
+                        f"holds {next(iter(sorted(tensors)), 'no tensors')!r}, ...)")
 
 
 def input_stats(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
