@@ -18,16 +18,13 @@ import benchmark  # noqa: F401  (torchvision shim)
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from benchmark import engine, io
 from benchmark.data.frames import TrainFrames
 from benchmark.engine import device as dev
 from benchmark.engine import distributed, loaders, optim
 from benchmark.errors import UserError
 from benchmark.evaluation import score as ev
-from benchmark.method import Method
-from test_engine import frames, levels  # noqa: F401  (fixture: 12 tiny PNG crops)
+from test_engine import Tiny, frames, levels  # noqa: F401  (fixture: 12 tiny PNG crops)
 from test_methods import NAMES, build, make_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,21 +32,13 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 CFG = {"epochs": 2, "batch_size": 4, "optimizer": {"type": "Adam", "lr": 0.01}}
 
 
-class Noisy(Method):
-    """A tiny method whose forward draws from torch's global generator (like DPL's positions)."""
-    requires = frozenset({"indicator_levels"})
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, stride=2)
-        self.head = nn.Linear(4 + 2, 1)
+class Noisy(Tiny):
+    """test_engine's tiny method, its training forward drawing from torch's global generator (as
+    DPL's window starts do)."""
 
     def forward(self, batch):
-        x = self.conv(self.normalize(batch["image"])).mean((2, 3))
-        if self.training:
-            x = x + 0.1 * torch.randn_like(x)
-        lv = torch.stack([batch["vqi_level"], batch["fii_level"]], 1).float()
-        return {"logit": self.head(torch.cat([x, lv], 1)).squeeze(1)}
+        out = super().forward(batch)
+        return {"logit": out["logit"] + 0.1 * torch.randn_like(out["logit"])} if self.training else out
 
 
 def _jpeg(img, rng):
