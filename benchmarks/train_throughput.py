@@ -15,10 +15,11 @@ faces: decoding cost is what matters). ``indicator``: ``fallback`` (the offline 
 
 Per (method, amp), after ``warmup`` steps, the median over ``steps`` of:
 ``load_s`` (waiting for the batch), ``step_s`` (preprocess + train_step; on CUDA bracketed by
-``torch.cuda.synchronize``), wall clock; ``step_cpu_s``: the step's process CPU time (user +
-system of all threads), the figure to compare on a shared CPU where wall time mostly measures
-waiting for a core. ``images_per_s`` = batch / (load_s + step_s) (wall), ``compute_images_per_s``
-= batch / step_s, ``load_share`` = load_s / (load_s + step_s). Ratios within the run:
+``torch.cuda.synchronize``), wall clock; ``load_cpu_s``/``step_cpu_s``: the same in process CPU
+time (user + system of all threads; with workers the main process only waits), the figures to
+compare on a shared CPU where wall time mostly measures waiting for a core. ``images_per_s`` =
+batch / (load_s + step_s) (wall), ``compute_images_per_s`` = batch / step_s, ``load_share`` =
+load_s / (load_s + step_s) and ``load_share_cpu`` the same in CPU time. Ratios within the run:
 ``dpl_over_baseline_<amp>`` (step_s, or step_cpu_s on the CPU) and ``bf16_over_none_<method>``.
 Prints ``key=value`` lines.
 """
@@ -88,9 +89,9 @@ def measure(method_name: str, amp: str, args: dict, data, device, levels) -> dic
     batch = int(args["batch"])
     loader = train_loader(data, batch, {"num_workers": int(args["workers"])}, seed=0, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
-    it, load, step, cpu = iter(loader), [], [], []
+    it, load, load_cpu, step, cpu = iter(loader), [], [], [], []
     for i in range(int(args["warmup"]) + int(args["steps"])):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             batch_data = next(it)
         except StopIteration:
@@ -103,12 +104,13 @@ def measure(method_name: str, amp: str, args: dict, data, device, levels) -> dic
         t2, c2 = time.perf_counter(), time.process_time()
         if i >= int(args["warmup"]):
             load.append(t1 - t0)
+            load_cpu.append(c1 - c0)
             step.append(t2 - t1)
             cpu.append(c2 - c1)
-    load_s, step_s, cpu_s = (statistics.median(x) for x in (load, step, cpu))
-    return {"method": method_name, "amp": amp, "load_s": load_s, "step_s": step_s, "step_cpu_s": cpu_s,
-            "images_per_s": batch / (load_s + step_s), "compute_images_per_s": batch / step_s,
-            "load_share": load_s / (load_s + step_s)}
+    load_s, load_cpu_s, step_s, cpu_s = (statistics.median(x) for x in (load, load_cpu, step, cpu))
+    return {"method": method_name, "amp": amp, "load_s": load_s, "step_s": step_s, "load_cpu_s": load_cpu_s,
+            "step_cpu_s": cpu_s, "images_per_s": batch / (load_s + step_s), "compute_images_per_s": batch / step_s,
+            "load_share": load_s / (load_s + step_s), "load_share_cpu": load_cpu_s / (load_cpu_s + cpu_s)}
 
 
 def main(argv: list[str]) -> None:

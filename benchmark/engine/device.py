@@ -6,8 +6,8 @@
   never a silent fall-back to the CPU.
 * ``PRECISIONS`` / ``amp_dtype`` / ``autocast``: ``none`` (fp32), ``bf16``, ``fp16``, as
   ``torch.autocast`` of the device's type. fp16 needs CUDA (its loss scaling is CUDA's
-  ``GradScaler``); bf16 runs on the CPU too (on a CPU without ``avx512_bf16``/AMX it is
-  emulated, slower than fp32, but testable).
+  ``GradScaler``); bf16 runs on the CPU too (oneDNN uses AMX-bf16 where the CPU has it and
+  emulates bf16 elsewhere, where it is not faster than fp32 -- but testable).
 * ``set_deterministic(on, device)`` and ``nondeterministic_ops()``: ``train.deterministic``.
   On: ``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN deterministic and not
   benchmarking, and on CUDA ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (cuBLAS needs it for
