@@ -138,6 +138,7 @@ class MethodParallel(nn.Module):
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module
+        self._saved = set(module.state_dict())  # persistent buffers: running statistics, not constants
         if world_size() > 1:  # every rank starts from rank 0's weights
             for t in (*module.parameters(), *module.buffers()):
                 dist.broadcast(t.data, src=0)
@@ -145,8 +146,7 @@ class MethodParallel(nn.Module):
     def train_step(self, data: dict, optim_wrapper) -> dict:
         losses = self.module.train_step(data, optim_wrapper)  # the method's own step
         if world_size() > 1:
-            persistent = set(self.module.state_dict())
-            average(b for n, b in self.module.named_buffers() if n in persistent and b.is_floating_point())
+            average(b for n, b in self.module.named_buffers() if n in self._saved and b.is_floating_point())
             values = torch.stack([v.float() for v in losses.values()])
             average([values])
             losses = dict(zip(losses, values.unbind()))
