@@ -89,7 +89,7 @@ def _single_process_unless_training(verb: str) -> None:
     from benchmark.engine.distributed import launched_processes
     if launched_processes() > 1:
         raise UserError(f"`{verb}` was started as {launched_processes()} processes (torchrun/srun); only `train` "
-                        f"runs data-parallel: run `{verb}` as one process (tools/dist_train.sh does so for the rest)")
+                        f"runs data-parallel: run `python -m benchmark {verb} ...` as one process")
 
 
 def dispatch(verb: str, args: dict, params: dict) -> int:
