@@ -13,7 +13,8 @@ GRU loop runs all k steps for the batch). The crops are synthetic textures at ``
 faces: decoding cost is what matters). ``indicator``: ``fallback`` (the offline statistics) or
 ``clip`` (open_clip ViT-B-32 with random weights: the cost of the CLIP indicator, not its values).
 
-Per (method, amp), after ``warmup`` steps, the median over ``steps`` of:
+The (method, amp) runs take their steps in turn (round robin), so that on a shared machine each
+sees the same load. Per (method, amp), after ``warmup`` steps, the median over ``steps`` of:
 ``load_s`` (waiting for the batch), ``step_s`` (preprocess + train_step; on CUDA bracketed by
 ``torch.cuda.synchronize``), wall clock; ``load_cpu_s``/``step_cpu_s``: the same in process CPU
 time (user + system of all threads; with workers the main process only waits), the figures to
@@ -73,44 +74,48 @@ def indicator_levels(kind: str, device):
     return IndicatorLevels("quantile", 5, edges, edges, backend=backend).levels
 
 
-def measure(method_name: str, amp: str, args: dict, data, device, levels) -> dict:
-    import torch
+class Run:
+    """One (method, amp) trained through the engine's step; ``step()`` times one iteration."""
 
-    from benchmark import registry
-    from benchmark.engine import MethodModel, optim
-    from benchmark.engine import device as dev
-    from benchmark.engine.loaders import train_loader
-    torch.manual_seed(0)
-    method = registry.get(registry.METHODS, method_name)(backbone=args["backbone"]).to(device).train()
-    if args["channels_last"] == "true":
-        dev.channels_last(method)
-    model = MethodModel(method, levels, args["channels_last"] == "true").to(device)
-    wrapper = optim.optim_wrapper(method, {"optimizer": {"type": "Adam", "lr": 5e-5}}, amp, device)
-    batch = int(args["batch"])
-    loader = train_loader(data, batch, {"num_workers": int(args["workers"])}, seed=0, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
-    it, load, load_cpu, step, cpu = iter(loader), [], [], [], []
-    for i in range(int(args["warmup"]) + int(args["steps"])):
+    def __init__(self, method_name: str, amp: str, args: dict, data, device, levels):
+        import torch
+
+        from benchmark import registry
+        from benchmark.engine import MethodModel, optim
+        from benchmark.engine import device as dev
+        from benchmark.engine.loaders import train_loader
+        torch.manual_seed(0)
+        method = registry.get(registry.METHODS, method_name)(backbone=args["backbone"]).to(device).train()
+        if args["channels_last"] == "true":
+            dev.channels_last(method)
+        self.name, self.amp, self.batch, self.device = method_name, amp, int(args["batch"]), device
+        self.model = MethodModel(method, levels, args["channels_last"] == "true").to(device)
+        self.wrapper = optim.optim_wrapper(method, {"optimizer": {"type": "Adam", "lr": 5e-5}}, amp, device)
+        self.loader = train_loader(data, self.batch, {"num_workers": int(args["workers"])}, seed=0, device=device)
+        self.it, self.times = iter(self.loader), []
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
+
+    def step(self, record: bool) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            batch_data = next(it)
+            batch_data = next(self.it)
         except StopIteration:
-            it = iter(loader)
-            batch_data = next(it)
-        sync(device)
+            self.it = iter(self.loader)
+            batch_data = next(self.it)
+        self.sync(self.device)
         t1, c1 = time.perf_counter(), time.process_time()
-        model.train_step(batch_data, wrapper)
-        sync(device)
+        self.model.train_step(batch_data, self.wrapper)
+        self.sync(self.device)
         t2, c2 = time.perf_counter(), time.process_time()
-        if i >= int(args["warmup"]):
-            load.append(t1 - t0)
-            load_cpu.append(c1 - c0)
-            step.append(t2 - t1)
-            cpu.append(c2 - c1)
-    load_s, load_cpu_s, step_s, cpu_s = (statistics.median(x) for x in (load, load_cpu, step, cpu))
-    return {"method": method_name, "amp": amp, "load_s": load_s, "step_s": step_s, "load_cpu_s": load_cpu_s,
-            "step_cpu_s": cpu_s, "images_per_s": batch / (load_s + step_s), "compute_images_per_s": batch / step_s,
-            "load_share": load_s / (load_s + step_s), "load_share_cpu": load_cpu_s / (load_cpu_s + cpu_s)}
+        if record:
+            self.times.append((t1 - t0, c1 - c0, t2 - t1, c2 - c1))
+
+    def result(self) -> dict:
+        load_s, load_cpu_s, step_s, cpu_s = (statistics.median(x) for x in zip(*self.times))
+        return {"method": self.name, "amp": self.amp, "load_s": load_s, "step_s": step_s, "load_cpu_s": load_cpu_s,
+                "step_cpu_s": cpu_s, "images_per_s": self.batch / (load_s + step_s),
+                "compute_images_per_s": self.batch / step_s, "load_share": load_s / (load_s + step_s),
+                "load_share_cpu": load_cpu_s / (load_cpu_s + cpu_s)}
 
 
 def main(argv: list[str]) -> None:
@@ -134,12 +139,14 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = TrainFrames(crops(Path(tmp), 2 * batch, size), Path(tmp), seed=0, augment=RandomJPEG())
         levels = indicator_levels(args["indicator"], device)
-        rows = {}
-        for amp in args["amps"].split(","):
-            for name in args["methods"].split(","):
-                r = measure(name, amp, args, data, device, levels if name == "dpl" else None)
-                rows[name, amp] = r
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
+        runs = {(name, amp): Run(name, amp, args, data, device, levels if name == "dpl" else None)
+                for amp in args["amps"].split(",") for name in args["methods"].split(",")}
+        for i in range(int(args["warmup"]) + int(args["steps"])):  # round robin: all see the same load
+            for run in runs.values():
+                run.step(record=i >= int(args["warmup"]))
+        rows = {key: run.result() for key, run in runs.items()}
+        for r in rows.values():
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
     key = "step_s" if device.type == "cuda" else "step_cpu_s"
     for amp in args["amps"].split(","):
         if ("dpl", amp) in rows and ("baseline", amp) in rows:
