@@ -66,6 +66,7 @@ def parse(argv: list[str]) -> tuple[str, dict, dict]:
 def main(argv: list[str] | None = None) -> int:
     try:
         verb, args, overrides = parse(sys.argv[1:] if argv is None else argv)
+        _single_process_unless_training(verb)
         params = config.load_params(overrides)
         if args.get("method") is not None:  # validate names before any work starts
             pipeline.resolve_method(params, args["method"])  # a registered method or a variant
@@ -77,6 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _single_process_unless_training(verb: str) -> None:
+    """Under torchrun/srun with several processes only `train` runs (data-parallel); any other
+    verb would run once per process, all writing the same files."""
+    import os
+    if verb == "train" or not {"WORLD_SIZE", "SLURM_STEP_NUM_TASKS"} & set(os.environ):
+        return
+    from benchmark.engine.distributed import launched_processes
+    if launched_processes() > 1:
+        raise UserError(f"`{verb}` was started as {launched_processes()} processes (torchrun/srun); only `train` "
+                        f"runs data-parallel: run `python -m benchmark {verb} ...` as one process")
 
 
 def dispatch(verb: str, args: dict, params: dict) -> int:

@@ -10,6 +10,13 @@ per-epoch history).
 
 ``train`` runs a method's ``training_stages`` in order, each its own resumable Runner, and
 writes ``model.pt`` (the method's tensors only), ``train.json`` and ``history.csv``.
+
+How it computes (``engine.device``, ``engine.distributed``): on the ``device`` and under the
+``launcher`` passed in (params.yaml's top-level keys: one process, or data-parallel under
+torchrun or srun, where only rank 0 writes), at params.yaml ``train``'s precision ``amp``,
+optionally ``channels_last``, ``deterministic`` or not. ``train.json`` records it under
+``compute`` (device, amp, launcher, world size, deterministic, the ops that had no
+deterministic kernel).
 """
 from __future__ import annotations
 
@@ -21,10 +28,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 from mmengine.runner import Runner
 
 from benchmark import io
-from benchmark.engine import optim
+from benchmark.engine import device as dev
+from benchmark.engine import distributed, optim
 from benchmark.engine.checkpoint import method_state
 from benchmark.engine.hooks import read_history
 from benchmark.engine.loaders import train_loader
@@ -34,34 +43,55 @@ from benchmark.errors import UserError
 _RUNS = itertools.count()  # mmengine keys global loggers/visualizers by experiment name
 
 
-def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fingerprint: str = "") -> dict:
+def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fingerprint: str = "",
+          device="auto", launcher: str = "none") -> dict:
     """Train ``method`` on ``dataset`` (a ``TrainFrames``) into ``work_dir``.
 
-    ``cfg`` is params.yaml ``train``. Resumes from ``work_dir``'s last checkpoint when one
-    exists for the same ``fingerprint``; writes ``model.pt`` (the method's tensors only),
-    ``train.json`` and ``history.csv`` at the end. A method with several ``training_stages``
-    runs each as its own Runner under ``work_dir/<stage>/`` (see ``run_stages``).
+    ``cfg`` is params.yaml ``train``; ``device`` and ``launcher`` are params.yaml's top-level keys
+    (``engine.device``, ``engine.distributed``).
+    Resumes from ``work_dir``'s last checkpoint when one exists for the same ``fingerprint``;
+    writes ``model.pt`` (the method's tensors only, on the CPU), ``train.json`` and
+    ``history.csv`` at the end. A method with several ``training_stages`` runs each as its own
+    Runner under ``work_dir/<stage>/`` (see ``run_stages``).
     """
     work_dir = Path(work_dir)
+    target = distributed.init(launcher, device)
+    dev.amp_dtype(cfg.get("amp", "none"), target)  # what cannot run fails before anything is touched
+    for name, epochs in method.training_stages(cfg["epochs"]):
+        _local_batch(optim.stage_recipe(method, name, {**cfg, "epochs": epochs})["batch_size"])
     run_file = work_dir / "run.json"
-    if work_dir.exists() and (not run_file.is_file() or json.loads(run_file.read_text()).get("fingerprint") != fingerprint):
-        shutil.rmtree(work_dir)  # a different configuration: never resume from it
-    work_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(run_file, {"fingerprint": fingerprint})
+    if distributed.is_main():
+        if work_dir.exists() and (not run_file.is_file() or json.loads(run_file.read_text()).get("fingerprint") != fingerprint):
+            shutil.rmtree(work_dir)  # a different configuration: never resume from it
+        work_dir.mkdir(parents=True, exist_ok=True)
+        io.write_json(run_file, {"fingerprint": fingerprint})
+    distributed.barrier()
     dataset.seed = seed
+    deterministic = bool(cfg.get("deterministic", True))
+    dev.set_deterministic(deterministic, target)
+    method.to(target)
     start = time.perf_counter()
-    stages = run_stages(method, dataset, work_dir, cfg, seed, levels)
+    with dev.nondeterministic_ops() as skipped:
+        stages = run_stages(method, dataset, work_dir, {**cfg, "device": target, "launcher": launcher}, seed, levels)
     summary = {
         "epochs": sum(s["epochs"] for s in stages), "iters": sum(s["iters"] for s in stages),
         "seconds": round(time.perf_counter() - start, 1), "final_loss": stages[-1]["final_loss"],
         "provenance": method.provenance(), "fingerprint": fingerprint,
         "recipe": {s["stage"]: s["recipe"] for s in stages},
+        "compute": {"device": dev.describe(target), "amp": str(cfg.get("amp", "none")),
+                    "channels_last": bool(cfg.get("channels_last", False)),
+                    "launcher": str(launcher), "world_size": distributed.world_size(),
+                    "deterministic": deterministic, "nondeterministic_ops": list(skipped)},
     }
     if len(stages) > 1:
         summary["stages"] = stages
-    io.save_tensors(work_dir / "model.pt", method.state_dict())
-    io.write_csv(work_dir / "history.csv", history(work_dir, [s["stage"] for s in stages]))
-    io.write_json(work_dir / "train.json", summary)
+    if distributed.is_main():
+        state = method.state_dict()  # keeps torch's _metadata (module versions)
+        state.update((k, v.cpu()) for k, v in state.items())
+        io.save_tensors(work_dir / "model.pt", state)
+        io.write_csv(work_dir / "history.csv", history(work_dir, [s["stage"] for s in stages]))
+        io.write_json(work_dir / "train.json", summary)
+    distributed.barrier()
     return summary
 
 
@@ -106,19 +136,25 @@ def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=Non
 
 
 def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int, levels, keep_all: bool) -> dict:
-    loader = train_loader(dataset, recipe["batch_size"], cfg, seed)
+    """One stage's Runner; ``cfg["device"]`` is the resolved device (``train`` sets it)."""
+    device = torch.device(cfg.get("device", "cpu"))
+    if cfg.get("channels_last"):
+        dev.channels_last(method)
+    distributed.sync_batchnorm(method, device, bool(cfg.get("sync_bn", True)))
+    loader = train_loader(dataset, _local_batch(recipe["batch_size"]), cfg, seed, device)
     runner = Runner(
-        model=MethodModel(method, levels),
+        model=distributed.MethodParallel(MethodModel(method, levels, bool(cfg.get("channels_last"))).to(device)),
         work_dir=str(work_dir),
         train_dataloader=loader,
         train_cfg=dict(by_epoch=True, max_epochs=int(recipe["epochs"])),
-        optim_wrapper=optim.optim_wrapper(method, recipe),
+        optim_wrapper=optim.optim_wrapper(method, recipe, cfg.get("amp", "none"), device),
         param_scheduler=recipe["param_scheduler"] or None,
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=-1 if keep_all else 1),
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
         custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
                       dict(type="HistoryHook"), dict(type="ProgressHook")],
-        randomness=dict(seed=seed, deterministic=True),
+        randomness=dict(seed=seed),  # determinism: engine.device.set_deterministic (train)
+        launcher=str(cfg.get("launcher", "none")),
         resume=True,
         log_level="WARNING",  # the per-iteration losses still go to work_dir/<timestamp>/*.log
         default_scope="mmengine",
@@ -130,6 +166,15 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
     runner.train()
     return {"epochs": int(recipe["epochs"]), "iters": runner.iter, "seconds": round(time.perf_counter() - start, 1),
             "final_loss": _last_loss(runner)}
+
+
+def _local_batch(batch_size) -> int:
+    """Each process's share of a stage's (global) batch size."""
+    batch, world = int(batch_size), distributed.world_size()
+    if batch % world:
+        raise UserError(f"batch size {batch} does not split over {world} processes; choose a multiple of "
+                        f"the process count (train.batch_size is the global batch)")
+    return batch // world
 
 
 def _last_loss(runner) -> float:

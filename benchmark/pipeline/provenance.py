@@ -24,8 +24,11 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
         for ts in train_sets:  # what the trained model itself recorded wins over params
             rec = graph.model_dir(ts, m, seeds[0]) / "train.json" if seeds else None
             if rec and rec.is_file():
-                info.update(json.loads(rec.read_text()).get("provenance", {}))
+                summary = json.loads(rec.read_text())
+                info.update(summary.get("provenance", {}))
+                info["trained_on"] = summary.get("compute")
                 break
+        info["evaluated_on"] = _scores_compute(m)
         per_method[m] = info
     return {
         "title": params["report"]["title"],
@@ -40,6 +43,17 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
         "commit": git_commit(),
         "dvc_lock": _dvc_lock_hashes(),
     }
+
+
+def _scores_compute(method: str) -> dict | None:
+    """The device/precision a method's scores files record (``evaluation.score.compute``)."""
+    import pyarrow.parquet as pq
+    for f in sorted(Path("results/scores").glob(f"*/{method}/*.parquet")):
+        meta = pq.read_schema(f).metadata or {}
+        attrs = json.loads(meta.get(b"PANDAS_ATTRS", b"{}"))
+        if attrs.get("compute"):
+            return attrs["compute"]
+    return None
 
 
 def _indicator_notes(ind: dict) -> list[str]:

@@ -35,11 +35,14 @@ def train_rows(spec: dict, rows: pd.DataFrame, name: str = "") -> pd.DataFrame:
 
 
 def _stamped(fn):
-    """Stamp the stage's outputs with its key once it has finished."""
+    """Stamp the stage's outputs with its key once it has finished (rank 0 of a data-parallel
+    training writes it; the other processes write nothing)."""
     @functools.wraps(fn)
     def stage(params: dict, **a):
+        import torch.distributed as dist
         out = fn(params, **a)
-        stamps.write(fn.__name__, a, stage_key(fn.__name__, params, **a))
+        if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+            stamps.write(fn.__name__, a, stage_key(fn.__name__, params, **a))
         return out
     return stage
 
@@ -74,7 +77,8 @@ def indicators(params: dict, *, dataset: str) -> Path:
     cfg = dataset_cfg(params, dataset)
     meta = Path(cfg["root"]) / "metadata.parquet"
     edges = cfg.get("indicator_edges")   # a test-only dataset is binned with its training set's edges
-    ind.compute_indicators(faces_dir(dataset), Path("data/indicators"), dataset, params["indicators"],
+    ind.compute_indicators(faces_dir(dataset), Path("data/indicators"), dataset,
+                           {**params["indicators"], "device": _device(params)},
                            metadata=meta if meta.is_file() else None,
                            edges_from=indicators_json(edges) if edges else None)
     return indicators_json(dataset)
@@ -106,10 +110,12 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
                        pair_manifest=_pair_manifest(spec) if "quality_pair" in model.requires else None,
                        manipulation="manipulation_label" in model.requires)
-    indicator = _indicator(params, spec["dataset"])
+    device = engine.distributed.init(params.get("launcher", "none"), params.get("device", "auto"))
+    indicator = _indicator(params, spec["dataset"], device)
     out = model_dir(train_set, method, seed)
     engine.train(model, data, out, params["train"], seed, levels=indicator.levels,
-                 fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed))
+                 fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed),
+                 device=params.get("device", "auto"), launcher=params.get("launcher", "none"))
     return out / "model.pt"
 
 
@@ -119,7 +125,8 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Pat
     from benchmark.evaluation import score as ev
     proto = config.load_protocol(protocol)
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
-    indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
+    device = _device(params)
+    indicators = {d: _indicator(params, d, device) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
     if proto.get("distortions") and conditions.n_conditions != 1:
         raise UserError(f"protocols/{protocol}.yaml: with `distortions`, `conditions` must be one condition (e.g. none)")
     tests = [(t, frames_subset(_manifest(t["faces"], t["quality"], t["split"]), proto.get("frames_per_video")))
@@ -130,11 +137,13 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Pat
         parts = []
         for test, rows in tests:
             df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
-                          params["evaluate"]["batch_size"], params["evaluate"]["seed"])
+                          params["evaluate"]["batch_size"], params["evaluate"]["seed"],
+                          device=device, cfg=params["evaluate"])
             if "perturbation" in test:
                 df = df.assign(perturbation=test["perturbation"], severity=test["severity"])
             parts.append(df.assign(test_set=test["name"]))
         out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
+        out.attrs["compute"] = ev.compute(device, params["evaluate"])
         paths.append(scores_path(protocol, method, train_set, seed))
         io.write_parquet(paths[-1], out)
     return paths
@@ -181,8 +190,9 @@ def plots(params: dict) -> list[Path]:
     spec = parse_train_set(cfg["train_set"], params)
     models = {m: engine.load_trained(build_method(params, m), model_dir(cfg["train_set"], m, seed))
               for m in params["grid"]["methods"]}
+    device = _device(params)
     figs = model_plots.make(models, _manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
-                            _indicator(params, spec["dataset"]), cfg, Path("results/plots"))
+                            _indicator(params, spec["dataset"], device), cfg, Path("results/plots"), device)
     return [p for f in figs for p in (f.png, f.png.with_suffix(".svg"), f.png.with_suffix(".txt"))]
 
 
@@ -216,7 +226,8 @@ def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_
     proto = config.load_protocol(protocol)
     train_set = protocol_train_sets(proto)[0]
     model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
-    indicators = {d: _indicator(params, d) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
+    device = _device(params)
+    indicators = {d: _indicator(params, d, device) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
     tests = [(t["name"], _manifest(t["dataset"], t["quality"], t["split"]), faces_dir(t["dataset"]),
               indicators[t["dataset"]]) for t in proto["test_sets"]]
     tables = {}
@@ -224,7 +235,7 @@ def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_
         table = Path("data/indicators") / f"{ds}.parquet"
         if table.is_file():
             tables[ds] = (pd.read_parquet(table), json.loads(indicators_json(ds).read_text()).get("spearman") or {})
-    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"])
+    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"], device)
 
 
 def run_grid(params: dict) -> None:
@@ -283,9 +294,15 @@ def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:
     return rows[keep]
 
 
-def _indicator(params: dict, dataset: str):
+def _indicator(params: dict, dataset: str, device=None):
     from benchmark import indicators as ind
-    return ind.load_indicator(indicators_json(dataset), params["indicators"])  # a missing file is a UserError
+    return ind.load_indicator(indicators_json(dataset), params["indicators"], device=device)  # a missing file is a UserError
+
+
+def _device(params: dict):
+    """params.yaml ``device`` as a torch device (benchmark.engine.device)."""
+    from benchmark.engine.device import resolve
+    return resolve(params.get("device", "auto"))
 
 
 def _method_order(params: dict):

@@ -28,7 +28,9 @@ STAGES = {
                                               "benchmark/data/jpeg.py"]),
     "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluation/score.py",
                                                                   "benchmark/evaluation/conditions.py",
-                                                                  "benchmark/data/jpeg.py"]),
+                                                                  "benchmark/data/jpeg.py",
+                                                                  "benchmark/engine/device.py",
+                                                                  "benchmark/engine/loaders.py"]),
     "report": (["report", "grid", "metrics"], ["benchmark/evaluation/metrics.py", "benchmark/report",
                                                "benchmark/evaluation/stats.py", "benchmark/evaluation/compare.py"]),
 }

@@ -1,7 +1,7 @@
 """Tables from other result files: the cost table and the significance tests (both optional).
 
 ``cost_table(path) -> Table | None`` reads ``results/cost.csv`` (method, backbone, setting,
-input_size, params_m, gflops, images_per_s, train_peak_mb): one row per method and setting;
+input_size, params_m, gflops, images_per_s, train_peak_mb[, device]): one row per method and setting;
 best/second marks per numeric column, lower is better except images/s.
 ``significance_table(path) -> Table | None`` reads ``results/significance.csv`` (protocol,
 test_set, subset, level, method, reference_method, auc_method, auc_reference, z, p_value),
@@ -60,7 +60,8 @@ def cost_table(path) -> Table | None:
                  caption=f"From {Path(path).name}; lower is better except images/s",
                  row_title="Method (setting)", groups=[],
                  columns=[h for h, _, _ in COST_COLUMNS.values()], rows=rows,
-                 provenance=[f"source: {Path(path).name}"])
+                 provenance=[f"source: {Path(path).name}"]
+                 + ([f"measured on: {', '.join(sorted(df['device'].astype(str).unique()))}"] if "device" in df else []))
 
 
 def significance_table(path) -> Table | None:
