@@ -37,13 +37,13 @@ ANALYSIS, PLOTS = Path("results/analysis"), Path("results/plots")
 @torch.no_grad()
 def step_outputs(method, rows: pd.DataFrame, faces_dir, indicator, batch_size: int = 64) -> pd.DataFrame:
     """One row per crop: label, manipulation, levels, last_step, logit_<t>, start_<t>."""
-    from benchmark.data.frames import read_crop, to_tensor
+    from benchmark.data.frames import crops_tensor
     method.eval()
     rows = rows.reset_index(drop=True)
     parts = []
     for lo in range(0, len(rows), batch_size):
         chunk = rows.iloc[lo:lo + batch_size]
-        images = torch.stack([to_tensor(read_crop(Path(faces_dir) / p)) for p in chunk["path"]])
+        images = crops_tensor(faces_dir, chunk)
         vqi, fii = indicator.levels(images)
         out = method({"image": images.float() / 255, "vqi_level": vqi, "fii_level": fii})
         if "step_logits" not in out:
