@@ -117,7 +117,10 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
 def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
     from benchmark import engine
     from benchmark.evaluation import score as ev
+    from benchmark.evaluation.indicator_cache import IndicatorCache
     proto = config.load_protocol(protocol)
+    where = params["evaluate"].get("indicator_cache")
+    cache = IndicatorCache(where) if where else None
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
     indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
     if proto.get("distortions") and conditions.n_conditions != 1:
@@ -130,7 +133,7 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Pat
         parts = []
         for test, rows in tests:
             df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
-                          params["evaluate"]["batch_size"], params["evaluate"]["seed"])
+                          params["evaluate"]["batch_size"], params["evaluate"]["seed"], cache=cache)
             if "perturbation" in test:
                 df = df.assign(perturbation=test["perturbation"], severity=test["severity"])
             parts.append(df.assign(test_set=test["name"]))

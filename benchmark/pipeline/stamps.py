@@ -29,7 +29,9 @@ STAGES = {
                                               "benchmark/data/jpeg.py", "benchmark/data/store.py"]),
     "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluation/score.py",
                                                                   "benchmark/evaluation/conditions.py",
-                                                                  "benchmark/data/jpeg.py", "benchmark/data/store.py"]),
+                                                                  "benchmark/data/jpeg.py", "benchmark/data/store.py",
+                                                                  "benchmark/data/frames.py",
+                                                                  "benchmark/evaluation/indicator_cache.py"]),
     "report": (["report", "grid", "metrics"], ["benchmark/evaluation/metrics.py", "benchmark/report",
                                                "benchmark/evaluation/stats.py", "benchmark/evaluation/compare.py"]),
 }
