@@ -139,9 +139,11 @@ def largest(boxes) -> Box | None:
 
 
 class Detector:
-    """Base of the registered detectors: ``detect`` (largest face per frame) from ``detect_all``."""
+    """Base of the registered detectors: ``detect`` (largest face per frame) from ``detect_all``.
+    ``real_faces``: whether it detects faces in real images (False for SynthFF's true boxes)."""
 
     name = "base"
+    real_faces = True
 
     def detect_all(self, frames, video=None, frame_indices=None) -> list[list[Box]]:
         raise NotImplementedError(f"{type(self).__name__} must implement detect_all")
@@ -180,6 +182,7 @@ class SynthFFBoxes(Detector):
     """The true face boxes of a SynthFF tree, read from ``root``/metadata.parquet."""
 
     name = "synthff_boxes"
+    real_faces = False
 
     def __init__(self, root=None):
         path = Path(root or "") / "metadata.parquet"
