@@ -1,0 +1,229 @@
+"""The data path at FaceForensics++'s size, without downloads (profile ``ffpp_size``).
+
+    python benchmarks/data_path.py                     # the whole profile: 360/70/70 pairs, 32 frames, 224 px
+    python benchmarks/data_path.py --scale 0.05        # 5 % of the pairs (each split at least one)
+
+Synthesises SynthFF with ``profiles/ffpp_size.yaml`` once (kept under ``--out``; a rerun reuses
+it), then measures and prints ``key=value`` lines:
+
+* extraction: frames per CPU-second of the extracting process(es) (= per worker core), the
+  crop store's size on disk against the same crops as one PNG file each (the old layout, written
+  here from the store's bytes), and the files each layout has;
+* DVC: ``dvc add`` and ``dvc status`` (wall and CPU of the dvc process) on the store and on the
+  PNG-per-file layout, with the project's cache link types (.dvc/config), and the cache's size;
+* the training loader: TrainFrames with the random-JPEG augmentation through a DataLoader with one
+  worker, images per CPU-second of the worker process (its rusage), and of decoding alone;
+* evaluation: ``evaluation.score`` of two methods (random init, the profile's backbone sizes
+  replaced by the grid's small ones unless --paper-backbone) on test crops under random JPEG:
+  images per CPU-second of the whole scoring, and the indicator cache's hit rate and time on the
+  second method.
+
+Times are process CPU time (user + sys) unless a key says ``wall``: the machine may be shared.
+With ``--scale`` < 1 every count is for that scale, and ``*_at_ffpp_size`` keys multiply the
+per-video figures by FF++'s 5,000 videos per quality (a projection, labelled as such).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import benchmark  # noqa: E402,F401
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from benchmark import config  # noqa: E402
+from benchmark.data import extract as ex  # noqa: E402
+from benchmark.data import store, synthff  # noqa: E402
+
+FFPP_VIDEOS_PER_QUALITY = 5000      # 1000 reals + 4 x 1000 fakes
+
+
+def cpu(children: bool = False) -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def out(**kv) -> None:
+    for k, v in kv.items():
+        print(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}", flush=True)
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """(bytes on disk, files) under ``path``."""
+    blocks, files = 0, 0
+    for p in path.rglob("*"):
+        if p.is_file():
+            blocks += p.stat().st_blocks * 512
+            files += 1
+    return blocks, files
+
+
+def synthesise(params: dict, root: Path, workers: int) -> None:
+    if (root / "metadata.parquet").is_file():
+        out(synthesis="reused", synth_root=root)
+        return
+    t, tc = cpu(), cpu(True)
+    synthff.synthesize(params["synthff"], root, workers=workers)
+    out(synthesis="done", synth_cpu_s=cpu() - t + cpu(True) - tc)
+
+
+def extraction(params: dict, root: Path, faces: Path, workers: int) -> pd.DataFrame:
+    if not (faces / "manifest.parquet").is_file():
+        t, tc = cpu(), cpu(True)
+        rep = ex.extract(synthff.SynthFF(root), faces, progress=False, detector="synthff_boxes",
+                         workers=workers, **{k: params["extract"][k] for k in
+                                             ("frames_per_video", "scale", "size", "qualities")})
+        spent = cpu() - t + cpu(True) - tc
+        out(extract_videos=rep["videos_done"], extract_frames=rep["frames_written"], extract_workers=workers,
+            extract_cpu_s=spent, extract_frames_per_cpu_s=rep["frames_written"] / spent)
+    m = pd.read_parquet(faces / "manifest.parquet")
+    return m
+
+
+def png_layout(faces: Path, m: pd.DataFrame, dest: Path) -> None:
+    """The same crops as one PNG file each (the layout before the store), from the store's bytes."""
+    if dest.is_dir():
+        return
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for r in m.itertuples():
+        p = tmp / "crops" / r.quality / r.video_id / f"{r.frame_idx:04d}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(store.read_bytes(faces, r))
+    os.replace(tmp, dest)
+
+
+def sizes(faces: Path, pngs: Path, m: pd.DataFrame) -> None:
+    s_bytes, s_files = disk_usage(faces / "crops")
+    p_bytes, p_files = disk_usage(pngs / "crops")
+    n_videos = m.groupby(["quality", "video_id"]).ngroups
+    per_q = n_videos / len(m["quality"].unique())
+    out(crops=len(m), crop_px=int(store.read_crop(faces, m.iloc[0]).shape[0]), videos=n_videos,
+        store_files=s_files, png_files=p_files, store_bytes_on_disk=s_bytes, png_bytes_on_disk=p_bytes,
+        png_payload_bytes=int(m["nbytes"].sum()), store_over_png_on_disk=s_bytes / p_bytes,
+        raw_rgb_bytes=int(len(m) * store.read_crop(faces, m.iloc[0]).size),
+        store_bytes_per_crop=s_bytes / len(m),
+        store_gb_at_ffpp_size=s_bytes / per_q * FFPP_VIDEOS_PER_QUALITY * len(m["quality"].unique()) / 1e9,
+        store_files_at_ffpp_size=int(FFPP_VIDEOS_PER_QUALITY * len(m["quality"].unique())),
+        png_files_at_ffpp_size=int(len(m) / per_q * FFPP_VIDEOS_PER_QUALITY))
+
+
+def dvc_times(work: Path, target: Path, label: str) -> None:
+    """``dvc add`` then ``dvc status`` on ``target`` in a fresh DVC repo with the project's link types."""
+    repo = work / f"dvc_{label}"
+    shutil.rmtree(repo, ignore_errors=True)
+    repo.mkdir(parents=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dvc = [str(Path(sys.executable).with_name("dvc"))]
+    subprocess.run(dvc + ["init", "--no-scm", "-q"], cwd=repo, check=True, env=env)
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    os.link(target, repo / "data") if target.is_file() else shutil.copytree(target, repo / "data", copy_function=os.link)
+    for step in (["add", "data"], ["status"], ["status"]):
+        t, tc = time.perf_counter(), cpu(True)
+        subprocess.run(dvc + step + ["-q"], cwd=repo, check=True, env=env, stdout=subprocess.DEVNULL)
+        out(**{f"dvc_{step[0]}_{label}_wall_s": time.perf_counter() - t, f"dvc_{step[0]}_{label}_cpu_s": cpu(True) - tc})
+    cache_bytes, cache_files = disk_usage(repo / ".dvc" / "cache")
+    out(**{f"dvc_cache_{label}_files": cache_files, f"dvc_cache_{label}_bytes_on_disk_new": _new_blocks(repo / ".dvc" / "cache")})
+
+
+def _new_blocks(path: Path) -> int:
+    """Bytes the cache holds that the workspace does not share with it (0 with hardlinks)."""
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file() and p.stat().st_nlink == 1)
+
+
+def loader(faces: Path, m: pd.DataFrame, n_images: int) -> None:
+    from torch.utils.data import DataLoader
+
+    from benchmark.data.frames import TrainFrames
+    from benchmark.data.jpeg import RandomJPEG
+    rows = m[(m["quality"] == "c23") & (m["split"] == "train")]
+    rows = rows.sample(n=min(n_images, len(rows)), random_state=0).reset_index(drop=True)
+    t = cpu()
+    for r in rows.itertuples():
+        store.read_crop(faces, r)
+    out(decode_images_per_cpu_s=len(rows) / (cpu() - t))
+    for aug in (None, RandomJPEG()):
+        data = TrainFrames(rows, faces, seed=0, augment=aug)
+        tc, tm, n = cpu(True), cpu(), 0
+        for batch in DataLoader(data, batch_size=32, num_workers=1, shuffle=True,
+                                generator=torch.Generator().manual_seed(0)):
+            n += len(batch["image"])
+        worker = cpu(True) - tc                    # the worker has exited: its rusage is in CHILDREN
+        name = "loader_jpeg_aug" if aug else "loader_no_aug"
+        out(**{f"{name}_images": n, f"{name}_images_per_worker_cpu_s": n / worker,
+               f"{name}_main_process_cpu_s_per_1000_images": 1000 * (cpu() - tm) / n})
+
+
+def evaluation(params: dict, faces: Path, m: pd.DataFrame, n_frames: int, work: Path, paper: bool) -> None:
+    from benchmark.evaluation import score as ev
+    from benchmark.evaluation.conditions import get_conditions
+    from benchmark.evaluation.indicator_cache import IndicatorCache
+    from benchmark.indicators import FallbackIndicator, IndicatorLevels
+    from benchmark.pipeline.stages import build_method
+    rows = m[(m["quality"] == "c23") & (m["split"] == "test")]
+    rows = rows.sample(n=min(n_frames, len(rows)), random_state=0).sort_index()
+    base = config.load_params({}, root=REPO) if not paper else params
+    backend = FallbackIndicator(reason="benchmark")
+    ind = IndicatorLevels.fit(np.linspace(0, 1, 50), np.linspace(0, 1, 50), "quantile", 5, backend)
+    cond = get_conditions("random_jpeg")
+    cache = IndicatorCache(work / "indicator_cache")
+    shutil.rmtree(cache.directory, ignore_errors=True)
+    for i, name in enumerate(("baseline", "spsl")):
+        torch.manual_seed(0)
+        method = build_method(base, name)
+        t = cpu()
+        ev.score(method, rows, faces, cond, ind, 64, 0, cache=cache)
+        spent = cpu() - t
+        n = len(rows) * cond.n_conditions
+        out(**{f"evaluate_{name}_images": n, f"evaluate_{name}_images_per_cpu_s": n / spent,
+               f"evaluate_{name}_indicator_cache_hits": cache.hits})
+        if i == 1:
+            out(indicator_cache_hit_rate_second_method=cache.hits / n,
+                evaluate_backbone=base["methods"]["baseline"]["backbone"])
+    t = cpu()
+    ev.score(method, rows, faces, cond, ind, 64, 0)
+    out(evaluate_spsl_without_cache_cpu_s=cpu() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of FF++'s pairs (default 1)")
+    ap.add_argument("--out", type=Path, default=REPO / "data" / "ffpp_size")
+    ap.add_argument("--workers", type=int, default=1, help="synthesis and extraction processes")
+    ap.add_argument("--loader-images", type=int, default=2000)
+    ap.add_argument("--eval-frames", type=int, default=200)
+    ap.add_argument("--paper-backbone", action="store_true", help="evaluate the profile's backbones")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    params = config.load_params({"profile": "ffpp_size"}, root=REPO)
+    pairs = {k: max(1, round(v * a.scale)) for k, v in params["synthff"]["pairs"].items()}
+    params["synthff"]["pairs"] = pairs
+    tag = "full" if a.scale == 1 else f"scale{a.scale:g}"
+    work = a.out / tag
+    out(profile="ffpp_size", scale=a.scale, pairs=json.dumps(pairs, separators=(",", ":")),
+        frames_per_video=params["extract"]["frames_per_video"], crop_size=params["extract"]["size"],
+        synth_frame_size=params["synthff"]["size"], out=work)
+    synthesise(params, work / "raw", a.workers)
+    faces = work / "faces"
+    m = extraction(params, work / "raw", faces, a.workers)
+    png_layout(faces, m, work / "faces_png")
+    sizes(faces, work / "faces_png", m)
+    dvc_times(work, faces, "store")
+    dvc_times(work, work / "faces_png", "png")
+    loader(faces, m, a.loader_images)
+    evaluation(params, faces, m, a.eval_frames, work, a.paper_backbone)
+
+
+if __name__ == "__main__":
+    main()
