@@ -13,10 +13,11 @@ it), then measures and prints ``key=value`` lines:
   PNG-per-file layout, with the project's cache link types (.dvc/config), and the cache's size;
 * the training loader: TrainFrames with the random-JPEG augmentation through a DataLoader with one
   worker, images per CPU-second of the worker process (its rusage), and of decoding alone;
-* evaluation: ``evaluation.score`` of two methods (random init, the profile's backbone sizes
-  replaced by the grid's small ones unless --paper-backbone) on test crops under random JPEG:
-  images per CPU-second of the whole scoring, and the indicator cache's hit rate and time on the
-  second method.
+* evaluation: ``evaluation.score`` of two methods (baseline and spsl, random init, the grid's
+  small backbones unless --paper-backbone) on test crops under the four random-JPEG conditions,
+  with CLIP ViT-B/32 (random weights: the real indicator's cost) as the indicator: images per
+  CPU-second, and the indicator cache's hit rate and CPU time on the second method against the
+  same scoring without the cache.
 
 Times are process CPU time (user + sys) unless a key says ``wall``: the machine may be shared.
 With ``--scale`` < 1 every count is for that scale, and ``*_at_ffpp_size`` keys multiply the
@@ -25,6 +26,7 @@ per-video figures by FF++'s 5,000 videos per quality (a projection, labelled as 
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import resource
@@ -119,21 +121,37 @@ def sizes(faces: Path, pngs: Path, m: pd.DataFrame) -> None:
         png_files_at_ffpp_size=int(len(m) / per_q * FFPP_VIDEOS_PER_QUALITY))
 
 
-def dvc_times(work: Path, target: Path, label: str) -> None:
-    """``dvc add`` then ``dvc status`` on ``target`` in a fresh DVC repo with the project's link types."""
+def dvc_times(work: Path, target: Path, label: str, replicate: int = 1, timeout: int = 1800) -> None:
+    """``dvc add`` then ``dvc status`` on ``target`` in a fresh DVC repo with the project's link types.
+
+    ``replicate`` > 1 puts that many hard-linked copies of ``target`` in the tracked folder, so that
+    ``dvc status`` sees FF++'s number of files (the copies share inodes, so ``dvc add`` hashes each
+    content once: its time is a lower bound; ``status`` stats and looks up every file as usual)."""
+    label = label if replicate == 1 else f"{label}_x{replicate}"
     repo = work / f"dvc_{label}"
     shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir(parents=True)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     dvc = [str(Path(sys.executable).with_name("dvc"))]
     subprocess.run(dvc + ["init", "--no-scm", "-q"], cwd=repo, check=True, env=env)
-    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
-    os.link(target, repo / "data") if target.is_file() else shutil.copytree(target, repo / "data", copy_function=os.link)
+    link = configparser.ConfigParser()
+    link.read(REPO / ".dvc" / "config")
+    link_types = link.get("cache", "type", fallback="reflink,copy")   # DVC's default when unset
+    subprocess.run(dvc + ["config", "cache.type", link_types], cwd=repo, check=True, env=env)
+    out(**{f"dvc_{label}_cache_type": link_types})
+    for k in range(replicate):
+        shutil.copytree(target, repo / "data" / f"copy{k}", copy_function=os.link)
+    out(**{f"dvc_{label}_files_tracked": sum(1 for p in (repo / "data").rglob("*") if p.is_file())})
     for step in (["add", "data"], ["status"], ["status"]):
         t, tc = time.perf_counter(), cpu(True)
-        subprocess.run(dvc + step + ["-q"], cwd=repo, check=True, env=env, stdout=subprocess.DEVNULL)
+        try:
+            subprocess.run(dvc + step + ["-q"], cwd=repo, check=True, env=env, stdout=subprocess.DEVNULL,
+                           timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out(**{f"dvc_{step[0]}_{label}": f"timeout_after_{timeout}s"})
+            return
         out(**{f"dvc_{step[0]}_{label}_wall_s": time.perf_counter() - t, f"dvc_{step[0]}_{label}_cpu_s": cpu(True) - tc})
-    cache_bytes, cache_files = disk_usage(repo / ".dvc" / "cache")
+    cache_files = sum(1 for p in (repo / ".dvc" / "cache").rglob("*") if p.is_file())
     out(**{f"dvc_cache_{label}_files": cache_files, f"dvc_cache_{label}_bytes_on_disk_new": _new_blocks(repo / ".dvc" / "cache")})
 
 
@@ -165,16 +183,20 @@ def loader(faces: Path, m: pd.DataFrame, n_images: int) -> None:
                f"{name}_main_process_cpu_s_per_1000_images": 1000 * (cpu() - tm) / n})
 
 
-def evaluation(params: dict, faces: Path, m: pd.DataFrame, n_frames: int, work: Path, paper: bool) -> None:
+def evaluation(params: dict, faces: Path, m: pd.DataFrame, n_frames: int, work: Path, paper: bool,
+               indicator: str) -> None:
     from benchmark.evaluation import score as ev
     from benchmark.evaluation.conditions import get_conditions
     from benchmark.evaluation.indicator_cache import IndicatorCache
-    from benchmark.indicators import FallbackIndicator, IndicatorLevels
+    from benchmark.indicators import FallbackIndicator, IndicatorLevels, OpenCLIPIndicator
     from benchmark.pipeline.stages import build_method
     rows = m[(m["quality"] == "c23") & (m["split"] == "test")]
     rows = rows.sample(n=min(n_frames, len(rows)), random_state=0).sort_index()
     base = config.load_params({}, root=REPO) if not paper else params
-    backend = FallbackIndicator(reason="benchmark")
+    # clip_random: CLIP ViT-B/32 with random weights -- the cost of the real indicator, meaningless scores
+    backend = (OpenCLIPIndicator("ViT-B-32", weights="random") if indicator == "clip_random"
+               else FallbackIndicator(reason="benchmark"))
+    out(evaluate_indicator=indicator)
     ind = IndicatorLevels.fit(np.linspace(0, 1, 50), np.linspace(0, 1, 50), "quantile", 5, backend)
     cond = get_conditions("random_jpeg")
     cache = IndicatorCache(work / "indicator_cache")
@@ -204,8 +226,13 @@ def main() -> None:
     ap.add_argument("--loader-images", type=int, default=2000)
     ap.add_argument("--eval-frames", type=int, default=200)
     ap.add_argument("--paper-backbone", action="store_true", help="evaluate the profile's backbones")
+    ap.add_argument("--indicator", choices=["clip_random", "fallback"], default="clip_random",
+                    help="evaluation's indicator backend (clip_random: ViT-B/32 cost, random weights)")
+    ap.add_argument("--dvc-replicate", type=int, default=0,
+                    help="also time dvc on this many hard-linked copies of each layout (0: round(1/scale))")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    a.dvc_replicate = a.dvc_replicate or round(1 / a.scale)
     params = config.load_params({"profile": "ffpp_size"}, root=REPO)
     pairs = {k: max(1, round(v * a.scale)) for k, v in params["synthff"]["pairs"].items()}
     params["synthff"]["pairs"] = pairs
@@ -219,10 +246,13 @@ def main() -> None:
     m = extraction(params, work / "raw", faces, a.workers)
     png_layout(faces, m, work / "faces_png")
     sizes(faces, work / "faces_png", m)
-    dvc_times(work, faces, "store")
-    dvc_times(work, work / "faces_png", "png")
+    for label, target in (("store", faces), ("png", work / "faces_png")):
+        dvc_times(work, target, label)
+        if a.dvc_replicate > 1:
+            dvc_times(work, target, label, a.dvc_replicate)
+            shutil.rmtree(work / f"dvc_{label}_x{a.dvc_replicate}")
     loader(faces, m, a.loader_images)
-    evaluation(params, faces, m, a.eval_frames, work, a.paper_backbone)
+    evaluation(params, faces, m, a.eval_frames, work, a.paper_backbone, a.indicator)
 
 
 if __name__ == "__main__":
