@@ -234,6 +234,9 @@ def main() -> None:
     ap.add_argument("--paper-backbone", action="store_true", help="evaluate the profile's backbones")
     ap.add_argument("--indicator", choices=["clip_random", "fallback"], default="clip_random",
                     help="evaluation's indicator backend (clip_random: ViT-B/32 cost, random weights)")
+    ap.add_argument("--steps", default="sizes,loader,evaluate,dvc",
+                    help="what to measure after synthesis and extraction (which are done once and reused)")
+    ap.add_argument("--dvc-timeout", type=int, default=900, help="seconds allowed per dvc command on the copies")
     ap.add_argument("--dvc-replicate", type=int, default=0,
                     help="also time dvc on this many hard-linked copies of each layout (0: round(1/scale))")
     a = ap.parse_args()
@@ -250,15 +253,21 @@ def main() -> None:
     synthesise(params, work / "raw", a.workers)
     faces = work / "faces"
     m = extraction(params, work / "raw", faces, a.workers)
-    png_layout(faces, m, work / "faces_png")
-    sizes(faces, work / "faces_png", m)
-    for label, target in (("store", faces), ("png", work / "faces_png")):
-        dvc_times(work, target, label)
-        if a.dvc_replicate > 1:
-            dvc_times(work, target, label, a.dvc_replicate)
-            shutil.rmtree(work / f"dvc_{label}_x{a.dvc_replicate}")
-    loader(faces, m, a.loader_images)
-    evaluation(params, faces, m, a.eval_frames, work, a.paper_backbone, a.indicator)
+    steps = a.steps.split(",")
+    if "sizes" in steps or "dvc" in steps:
+        png_layout(faces, m, work / "faces_png")
+    if "sizes" in steps:
+        sizes(faces, work / "faces_png", m)
+    if "loader" in steps:
+        loader(faces, m, a.loader_images)
+    if "evaluate" in steps:
+        evaluation(params, faces, m, a.eval_frames, work, a.paper_backbone, a.indicator)
+    if "dvc" in steps:
+        for label, target in (("store", faces), ("png", work / "faces_png")):
+            dvc_times(work, target, label)
+        for label, target in (("store", faces), ("png", work / "faces_png")) if a.dvc_replicate > 1 else ():
+            dvc_times(work, target, label, a.dvc_replicate, timeout=a.dvc_timeout)
+            shutil.rmtree(work / f"dvc_{label}_x{a.dvc_replicate}", ignore_errors=True)
 
 
 if __name__ == "__main__":
