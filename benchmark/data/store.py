@@ -10,8 +10,16 @@ faces dir), ``offset`` (byte offset of the member's data), ``nbytes`` and ``crc3
 of those bytes). So reading one frame is one ``pread`` of ~100 kB plus a PNG decode, without
 opening the tar's directory; the number of files grows with videos, not frames; every member is
 a lossless PNG (the quality signal is what the benchmark studies), and a shard is a plain tar
-that ``tar tf`` lists and WebDataset reads (keys = frame ids). ``benchmarks/data_path.py``
-compares this with a PNG per crop, per-video raw arrays, LMDB and WebDataset-style shards.
+that ``tar tf`` lists and WebDataset reads (keys = frame ids).
+
+Compared (224-px crops; the issue-11 note has the figures): a PNG file per crop (the old layout:
+``benchmarks/data_path.py`` writes it from the same bytes; 32x the files, the same bytes on
+disk, ``dvc add`` / ``dvc status`` ~9x / ~10x slower); per-video raw uint8 arrays (no decode,
+but 2.3x the bytes of the PNG members); other lossless codecs for the members (WebP lossless:
+2.4x smaller than raw but ~67 ms to encode a crop; zlib on raw RGB: 1.25x, no faster to
+decode than PNG). LMDB was not measured (not installed): it keeps everything in one database
+file, which DVC re-hashes and re-caches whole after any change and which cannot be resumed
+video by video as simply as one atomic file per video.
 
 Writes are per video and atomic (a shard appears complete or not at all; ``write_shard``), which
 is what makes extraction resumable per video. The bytes are deterministic: members carry no time,
