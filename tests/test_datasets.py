@@ -11,7 +11,7 @@ from matplotlib import cbook
 
 from benchmark.pipeline import provenance
 from benchmark.data import extract as ex
-from benchmark.data import layout, synthff
+from benchmark.data import layout, store, synthff
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -88,8 +88,7 @@ def test_ffpp_tree_goes_through_the_adapter_and_haar_extraction(tree, tmp_path):
     for r in m[m.frame_idx == 0].itertuples():
         assert all(r.x0 < x < r.x1 and r.y0 < y < r.y1 for x, y in [(56, 50), (77, 50), (67, 69)])
         assert 60 < r.x1 - r.x0 < 100
-    crop = cv2.imread(str(tmp_path / "faces" / m.path.iloc[0]))
-    assert crop.shape == (32, 32, 3)
+    assert store.read_crop(tmp_path / "faces", m.iloc[0]).shape == (32, 32, 3)
 
 
 def test_faceshifter_is_a_dataset_of_its_own(tmp_path, clips):

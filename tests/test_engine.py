@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from benchmark import engine, io
+from benchmark.data import store
 from benchmark.data.frames import TrainFrames
 from benchmark.method import Method
 
@@ -37,13 +38,13 @@ def levels(images):
 @pytest.fixture()
 def frames(tmp_path):
     rng = np.random.default_rng(0)
-    rows = []
+    imgs = []
     for i in range(12):
         img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
         img[..., 0] = img[..., 0] // 2 if i % 2 else img[..., 0]
-        cv2.imwrite(str(tmp_path / f"{i}.png"), img)
-        rows.append({"path": f"{i}.png", "label": i % 2})
-    return pd.DataFrame(rows), tmp_path
+        imgs.append((store.member_name(i), img))
+    locations = store.write_shard(tmp_path, store.shard_path("c23", "real/000"), imgs)   # the crop store
+    return pd.DataFrame([{**loc, "label": i % 2} for i, loc in enumerate(locations)]), tmp_path
 
 
 def _jpeg(img, rng):

@@ -15,6 +15,7 @@ from benchmark.errors import UserError
 from benchmark.indicators import (IndicatorLevels, OpenCLIPIndicator, build_indicator,
                                   compute_indicators, fallback_scores, fit_quantile_edges,
                                   load_indicator, to_levels, two_prompt_softmax)
+from benchmark.data import store
 from benchmark.data.jpeg import jpeg
 
 TINY = "dpl-test-tiny-vit"
@@ -168,12 +169,10 @@ def test_compute_indicators_end_to_end(tmp_path, photo):
         img = cv2.resize(photo[i * 5:i * 5 + 400, :400], (64, 64), interpolation=cv2.INTER_AREA)
         if crf:
             img = jpeg(img, 60 if crf == 23 else 12)
-        rel = f"crops/{q}/v{i}/0000.png"
-        (faces / rel).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(faces / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        [loc] = store.write_shard(faces, store.shard_path(q, f"v{i}"), [(store.member_name(0), img)])
         fake = i % 2
         rows.append(dict(video_id=f"v{i}", frame_idx=0, label=fake, manipulation="DF" if fake else "real",
-                         quality=q, split="train" if i < 18 else "test", path=rel))
+                         quality=q, split="train" if i < 18 else "test", **loc))
         meta.append(dict(video_id=f"v{i}", quality=q, frame_idx=0, crf=crf,
                          strength=float(rng.random()) * fake))
     pd.DataFrame(rows).to_parquet(faces / "manifest.parquet")

@@ -10,6 +10,8 @@ metadata for the report): on ``device``, the detector's forward under ``amp`` au
 bf16 | fp16) and optionally ``channels_last``; the indicator at full precision (its bins were
 fitted so); the crops loaded by ``num_workers`` DataLoader workers (``pin_memory``,
 ``prefetch_factor``; each item is the same whichever worker loads it).
+With a ``cache`` (``benchmark.evaluation.indicator_cache``) the indicator scores of a test set
+under its conditions are computed by the first method evaluated and reused by the others.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def compute(device, cfg: dict | None) -> dict:
 
 @torch.no_grad()
 def score(method, manifest: pd.DataFrame, faces_dir, conditions, indicator, batch_size: int, seed: int,
-          device="cpu", cfg: dict | None = None) -> pd.DataFrame:
+          device="cpu", cfg: dict | None = None, cache=None) -> pd.DataFrame:
     """Score every manifest row under every condition; returns the per-image rows.
     ``cfg`` is params.yaml ``evaluate`` (amp, channels_last and the loader keys)."""
     cfg, device = cfg or {}, torch.device(device)
@@ -43,12 +45,22 @@ def score(method, manifest: pd.DataFrame, faces_dir, conditions, indicator, batc
         dev.channels_last(method)
     needs_levels = "indicator_levels" in method.requires
     data = ConditionedFrames(manifest, faces_dir, conditions, seed)
-    parts = []
+    n_images = len(data) * conditions.n_conditions
+    cached = None
+    if cache is not None:
+        from benchmark.evaluation import indicator_cache
+        entry_key = indicator_cache.key(indicator, conditions, seed, data.rows)
+        cached = cache.load(entry_key, n_images)
+    parts, done = [], 0
     for batch in tqdm(eval_loader(data, max(1, batch_size // conditions.n_conditions), cfg, device),
                       desc="evaluate", unit="batch", leave=False):
         n, c = batch["image"].shape[:2]
         images = batch["image"].flatten(0, 1).to(device, non_blocking=True)  # (N*C, 3, H, W): image, then condition
-        scores = indicator.score(images)
+        if cached is not None:
+            scores = {k: v[done:done + len(images)] for k, v in cached.items()}
+        else:
+            scores = indicator.score(images)
+        done += len(images)
         levels = indicator.levels_from_scores(scores)
         inputs = {"image": images.float() / 255}
         if cfg.get("channels_last"):
@@ -67,6 +79,12 @@ def score(method, manifest: pd.DataFrame, faces_dir, conditions, indicator, batc
             "vqi_level": levels[0].numpy(), "fii_level": levels[1].numpy(),
         }))
     out = pd.concat(parts, ignore_index=True)
+    if cache is not None:
+        if cached is None:
+            cache.save(entry_key, out)
+            cache.misses += n_images
+        else:
+            cache.hits += n_images
     meta = manifest.reset_index(drop=True)[["quality", "video_id", "frame_idx", "label", "manipulation"]]
     out = meta.iloc[out.pop("row").to_numpy()].reset_index(drop=True).join(out)
     out["perturbation"] = conditions.name

@@ -33,7 +33,7 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
     return {
         "title": params["report"]["title"],
         "dataset": {"name": ff["name"], "synthetic": graph.dataset_class(params, "ff").synthetic, "root": ff["root"],
-                    "face_detector": ff.get("face_detector")},
+                    "face_detector": ff.get("face_detector"), "faces": ff.get("faces", "track")},
         "methods": per_method,
         "indicator": {"backend": ind.get("backend", "?"), "model": ind.get("model"), "weights": ind.get("weights"),
                       "binning": params["indicators"]["binning"], "k": params["indicators"]["k"],

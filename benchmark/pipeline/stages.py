@@ -123,7 +123,10 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
 def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
     from benchmark import engine
     from benchmark.evaluation import score as ev
+    from benchmark.evaluation.indicator_cache import IndicatorCache
     proto = config.load_protocol(protocol)
+    where = params["evaluate"].get("indicator_cache")
+    cache = IndicatorCache(where) if where else None
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
     device = _device(params)
     indicators = {d: _indicator(params, d, device) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
@@ -138,7 +141,7 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Pat
         for test, rows in tests:
             df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
                           params["evaluate"]["batch_size"], params["evaluate"]["seed"],
-                          device=device, cfg=params["evaluate"])
+                          device=device, cfg=params["evaluate"], cache=cache)
             if "perturbation" in test:
                 df = df.assign(perturbation=test["perturbation"], severity=test["severity"])
             parts.append(df.assign(test_set=test["name"]))

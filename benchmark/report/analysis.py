@@ -39,13 +39,13 @@ def step_outputs(method, rows: pd.DataFrame, faces_dir, indicator, batch_size: i
                  device="cpu") -> pd.DataFrame:
     """One row per crop (the method run on ``device``): label, manipulation, levels, last_step,
     logit_<t>, start_<t>."""
-    from benchmark.data.frames import read_crop, to_tensor
+    from benchmark.data.frames import crops_tensor
     method.to(device).eval()
     rows = rows.reset_index(drop=True)
     parts = []
     for lo in range(0, len(rows), batch_size):
         chunk = rows.iloc[lo:lo + batch_size]
-        images = torch.stack([to_tensor(read_crop(Path(faces_dir) / p)) for p in chunk["path"]]).to(device)
+        images = crops_tensor(faces_dir, chunk).to(device)
         vqi, fii = indicator.levels(images)
         out = method({"image": images.float() / 255, "vqi_level": vqi.to(device), "fii_level": fii.to(device)})
         if "step_logits" not in out:

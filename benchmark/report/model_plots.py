@@ -137,8 +137,8 @@ def gradcam_figure(models: dict, batch: dict, labels: list[str], out_dir,
 def load_batch(rows, faces_dir, indicator, device="cpu") -> dict:
     """The method input of manifest ``rows`` on ``device``: images in [0, 1] and their indicator
     levels (computed on the very images scored, as at evaluation)."""
-    from benchmark.data.frames import read_crop, to_tensor
-    images = torch.stack([to_tensor(read_crop(faces_dir / p)) for p in rows["path"]]).to(device)
+    from benchmark.data.frames import crops_tensor
+    images = crops_tensor(faces_dir, rows).to(device)
     vqi, fii = indicator.levels_from_scores(indicator.score(images))
     return {"image": images.float() / 255, "vqi_level": vqi.to(device), "fii_level": fii.to(device)}
 

@@ -40,6 +40,14 @@ def dataset_text(prov: dict) -> str:
     return str(label)
 
 
+def faces_text(prov: dict) -> str:
+    """Which faces the crops hold: the detector and the policy (``datasets.<id>.faces``)."""
+    ds = prov.get("dataset") or {}
+    if not ds.get("face_detector"):
+        return ""
+    return f"faces: {ds['face_detector']}, {ds.get('faces') or 'track'} policy"
+
+
 def is_random_init(method_info: dict | None) -> bool:
     info = method_info or {}
     return "weights" in info and (info["weights"] is None or "random" in str(info["weights"]).lower())
@@ -105,7 +113,7 @@ def table_parts(prov: dict, methods: list[str], seeds=None, train_sets=(),
                 conditions: str = "") -> list[str]:
     """The provenance line of one table, as parts (HTML joins with " · ", LaTeX with "; ")."""
     known = prov.get("methods") or {}
-    parts = [f"dataset: {dataset_text(prov)}"]
+    parts = [f"dataset: {dataset_text(prov)}"] + [t for t in [faces_text(prov)] if t]
     if train_sets:
         parts.append("train set: " + ", ".join(train_sets))
     parts.append("backbones: " + "; ".join(method_text(m, known.get(m)) for m in methods))
@@ -143,6 +151,8 @@ def details(prov: dict) -> list[tuple[str, str]]:
     rows = [("dataset", dataset_text(prov))]
     if ds.get("root"):
         rows.append(("dataset root", str(ds["root"])))
+    if faces_text(prov):
+        rows.append(("faces", faces_text(prov).split(": ", 1)[1]))
     for m, info in (prov.get("methods") or {}).items():
         rows.append((f"method {m}", method_text(m, info).split(": ", 1)[1]))
         rows.append((f"compute {m}", compute_text(prov, [m]).split(": ", 1)[1]))
