@@ -49,6 +49,25 @@ def stage_recipe(method, stage: str, cfg: dict) -> dict:
 
 def optim_wrapper(method, recipe: dict) -> OptimWrapper:
     """An ``OptimWrapper`` over the parameters ``method`` leaves trainable in this stage."""
-    params = [p for p in method.parameters() if p.requires_grad]
+    return _wrapper([p for p in method.parameters() if p.requires_grad], recipe)
+
+
+def _wrapper(params: list, recipe: dict) -> OptimWrapper:
     optimizer = OPTIMIZERS.build({**recipe["optimizer"], "params": params})
     return OptimWrapper(optimizer=optimizer, clip_grad=recipe.get("clip_grad") or None)
+
+
+def check_recipe(recipe: dict, where: str) -> None:
+    """Build ``recipe``'s optimiser wrapper and parameter schedulers once over a dummy parameter,
+    so that an option the optimiser or a scheduler refuses is one UserError (naming ``where``,
+    e.g. ``train`` or the method's own recipe) before any training starts."""
+    import torch
+    from mmengine.registry import PARAM_SCHEDULERS
+    try:
+        wrapper = _wrapper([torch.nn.Parameter(torch.zeros(1))], recipe)
+        for cfg in recipe["param_scheduler"]:  # by_epoch units need no data to be checked
+            PARAM_SCHEDULERS.build({**{k: v for k, v in cfg.items() if k != "convert_to_iter_based"},
+                                    "optimizer": wrapper})
+    except Exception as e:  # noqa: BLE001 - whatever torch or mmengine refuses is the user's setting
+        raise UserError(f"{where}: the optimiser or a parameter scheduler refused its settings "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
