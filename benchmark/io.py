@@ -34,8 +34,9 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            swap_dir(tmp, path)  # the old tree ends up at tmp, removed below
+        else:
+            os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
@@ -140,7 +141,7 @@ def swap_dir(new, dest) -> None:
         os.replace(new, dest)
         return
     if _exchange(new, dest):
-        shutil.rmtree(new)
+        shutil.rmtree(new, ignore_errors=True)
         return
     old = dest.with_name(f".{dest.name}.replaced")
     shutil.rmtree(old, ignore_errors=True)

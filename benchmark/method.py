@@ -38,6 +38,7 @@ code checks capabilities, never a method's name.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -134,9 +135,25 @@ def load_pretrained(module: nn.Module, path: str | None) -> str:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"pretrained weights {path!r} not found; give a local .pth/.pt file or null")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"pretrained weights {path!r} hold Python objects that weights_only=True refuses to "
+                        f"unpickle ({str(e).strip().splitlines()[-1][:160]}); save only the tensors "
+                        f"(torch.save(model.state_dict(), path)) and point at that file") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise UserError(f"pretrained weights {path!r} cannot be read by torch.load ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}); the file is "
+                        f"truncated or not a torch checkpoint") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"pretrained weights {path!r} hold a {type(state).__name__}, not a state dict "
+                        f"(a mapping of parameter names to tensors, optionally under 'state_dict')")
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that differ
+        raise UserError(f"pretrained weights {path!r} do not fit {type(module).__name__} "
+                        f"({str(e).strip().splitlines()[-1].strip()[:200]})") from None
     if len(missing) == len(list(module.state_dict())):
         raise UserError(f"pretrained weights {path!r} match no parameter of {type(module).__name__}")
     return p.name

@@ -27,6 +27,7 @@ from benchmark.schema import methods as method_schema
 IGNORED = ("metrics", "report", "plots", "cost", "regression")
 RECORD = Path("results/metrics_params.json")
 _MISSING = object()
+ABSENT = "(not in the reference)"
 
 
 def _flat(node, prefix: str, out: dict) -> dict:
@@ -39,15 +40,15 @@ def _flat(node, prefix: str, out: dict) -> dict:
 
 
 def _grid_entries(params: dict) -> list[str]:
-    names = list(params["grid"]["methods"])
-    for p in params["grid"]["protocols"]:
+    entries, names = params.get("methods") or {}, list(params["grid"]["methods"])
+    for p in set(params["grid"]["protocols"]) & set(config.protocol_names()):
         names += [str(m["name"] if isinstance(m, dict) else m) for m in config.load_protocol(p).get("methods") or []]
     out = []
     while names:
         name = names.pop(0)
-        if name in params["methods"] and name not in out:
+        if name in entries and name not in out:
             out.append(name)
-            base = (params["methods"][name] or {}).get("base")
+            base = (entries[name] or {}).get("base")
             names += [str(base)] if base is not None else []
     return out
 
@@ -100,19 +101,20 @@ def _same(a, b) -> bool:
 
 
 def differences(reference: dict, current: dict, params: dict) -> list[tuple[str, object, object]]:
-    """[(key, reference value, current value)] of the keys that make the two grids differ."""
-    out = []
+    """[(key, reference value, current value)] of the keys that make the two grids differ; keys
+    both record come first, then those only the current params have (reference value ABSENT)."""
+    changed, added = [], []
     for key in sorted(set(reference) | set(current)):
         ref, cur = reference.get(key, _MISSING), current.get(key, _MISSING)
-        if ref is _MISSING:
-            ref = _default(key, params)
-            if ref is not _MISSING and _same(ref, cur):
-                continue
         if cur is _MISSING:
             continue  # a key removed since: nothing can set it any more
-        if ref is _MISSING or not _same(ref, cur):
-            out.append((key, None if ref is _MISSING else ref, cur))
-    return out
+        if ref is _MISSING:
+            default = _default(key, params)
+            if default is _MISSING or not _same(default, cur):
+                added.append((key, ABSENT, cur))
+        elif not _same(ref, cur):
+            changed.append((key, ref, cur))
+    return changed + added
 
 
 def describe(flat: dict) -> str:
@@ -128,5 +130,5 @@ def describe(flat: dict) -> str:
 
 
 def show_differences(diffs: list, limit: int = 3) -> str:
-    shown = "; ".join(f"{k}: {json.dumps(a)} vs {json.dumps(b)}" for k, a, b in diffs[:limit])
+    shown = "; ".join(f"{k}: {a if a is ABSENT else json.dumps(a)} vs {json.dumps(b)}" for k, a, b in diffs[:limit])
     return shown + (f"; and {len(diffs) - limit} more" if len(diffs) > limit else "")

@@ -2,7 +2,8 @@
 
 - ``binary_metrics(labels, scores)``: AUC, AP, EER, accuracy at 0.5 (scikit-learn). With only
   one class AUC/AP/EER are undefined and come back NaN; accuracy is still defined and kept.
-  An empty input gives NaN everywhere.
+  An empty input, or one with a NaN or infinite score (a model that diverged), gives NaN
+  everywhere (the report says which rows).
 - ``compute_metrics(scores_df)``: the tidy ``results/metrics.csv`` frame (``METRIC_COLUMNS``).
   Per condition (protocol, method, seed, train_set, test_set, quality, perturbation, severity)
   and level (``frame``: one sample per row; ``video``: mean frame score per ``video_id``), one
@@ -53,7 +54,7 @@ def binary_metrics(labels, scores) -> dict:
     s = np.asarray(scores, dtype=float).ravel()
     if y.size != s.size:
         raise ValueError(f"{y.size} labels but {s.size} scores")
-    if y.size == 0:
+    if y.size == 0 or not np.isfinite(s).all():
         return dict(auc=_NAN, ap=_NAN, eer=_NAN, acc=_NAN)
     acc = float(np.mean((s >= 0.5).astype(int) == y))
     if np.unique(y).size < 2:
@@ -98,7 +99,7 @@ def _bootstrap(sample: pd.DataFrame, keep, n_boot: int, seed: int):
     """Replicate AUCs resampling the videos of ``sample[keep]`` (None when not computable)."""
     part = sample[keep]
     y = part["label"].to_numpy(dtype=int)
-    if n_boot <= 0 or np.unique(y).size < 2:
+    if n_boot <= 0 or np.unique(y).size < 2 or not np.isfinite(part["score"].to_numpy(dtype=float)).all():
         return None
     vids = part["video_id"].to_numpy() if "video_id" in part else part.index.to_numpy()
     uniq, inv = np.unique(vids.astype(str), return_inverse=True)
