@@ -13,10 +13,12 @@
   (NaN if any condition is NaN); its n_real/n_fake are the per-condition counts (empty when the
   conditions disagree).
 - ``compute_metrics(scores_df, n_boot=B, boot_seed=S)`` also fills auc_ci_low/auc_ci_high with
-  the 95 % percentile bootstrap CI of the AUC, resampling VIDEOS (stratified by label, all
-  frames of a drawn video kept together; ``benchmark.stats``). The replicates depend only on
-  the seed and the block's videos, so every severity of a block uses the same resamples and a
-  headline row's CI is the percentile interval of the per-replicate mean over its conditions.
+  the 95 % bootstrap CI of the AUC, resampling VIDEOS (stratified by label, all frames of a
+  drawn video kept together), on the logit scale (``benchmark.evaluation.stats.logit_ci``: AUC
+  ± 1.96 sd of the replicates' logits; the percentile interval undercovered on simulated
+  clustered scores, ``benchmarks/ci_coverage.py``). The replicates depend only on the seed and
+  the block's videos, so every severity of a block uses the same resamples and a headline
+  row's CI comes from the per-replicate mean over its conditions.
   ``n_boot=0`` (the default) leaves the CI columns empty.
 - ``headline_rows(metrics_df)``: the row that stands for each block (the headline row, or the
   single condition when there is only one).
@@ -124,7 +126,7 @@ def _condition_rows(key: dict, df: pd.DataFrame, n_boot: int = 0, seed: int = 0,
             row = {**key, "subset": subset, "level": level, **m,
                    "n_real": int((keep & reals).sum()), "n_fake": int((keep & ~reals).sum())}
             reps = _bootstrap(sample, keep, n_boot, seed)
-            row["auc_ci_low"], row["auc_ci_high"] = stats.percentile_ci(reps if reps is not None else [])
+            row["auc_ci_low"], row["auc_ci_high"] = stats.logit_ci(m["auc"], reps if reps is not None else [])
             if boots is not None and reps is not None:
                 boots.setdefault(_block_key(row), []).append(reps)
             rows.append(row)
@@ -139,7 +141,7 @@ def _headline(block: pd.DataFrame, boots: dict | None = None) -> dict | None:
     row.update({v: float(cond[v].mean(skipna=False)) for v in VALUES})
     reps = (boots or {}).get(_block_key(row), [])
     same = len(reps) == len(cond) and len({r.shape for r in reps}) == 1
-    row["auc_ci_low"], row["auc_ci_high"] = stats.percentile_ci(np.mean(reps, axis=0) if same else [])
+    row["auc_ci_low"], row["auc_ci_high"] = stats.logit_ci(row["auc"], np.mean(reps, axis=0) if same else [])
     row["severity"] = _NAN
     for n in ("n_real", "n_fake"):
         row[n] = int(cond[n].iloc[0]) if cond[n].nunique() == 1 else _NAN

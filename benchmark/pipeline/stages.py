@@ -168,7 +168,8 @@ def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> 
     mcfg = params["metrics"]
     table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
     io.write_csv("results/metrics.csv", table)
-    io.write_csv("results/significance.csv", compare.significance(scores, mcfg["reference_method"]))
+    io.write_csv("results/significance.csv", compare.significance(scores, mcfg["reference_method"],
+                                                                    mcfg["bootstrap"], mcfg["seed"]))
     io.write_csv("results/metrics_seeds.csv", compare.seed_summary(table))
     io.write_json("results/metrics.json", metrics.metrics_json(table))
     io.write_json(comparable.RECORD, comparable.record(params))  # which params made these metrics
