@@ -270,8 +270,10 @@ def _save_crop(tmp: Path, video: dict, idx: int, frame, box, scale: float, size:
     square = faces.square_crop_box(box, scale, frame.shape)
     rel = f"crops/{video['quality']}/{video['video_id']}/{idx:04d}.png"
     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(tmp / rel), cv2.cvtColor(faces.crop(frame, square, size), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {tmp / rel}")
+    ok, png = cv2.imencode(".png", cv2.cvtColor(faces.crop(frame, square, size), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode the crop {rel} as PNG")
+    (tmp / rel).write_bytes(png.tobytes())  # a full disk is an OSError naming the file (the CLI says so)
     x0, y0, x1, y1 = square
     return dict(video_id=video["video_id"], frame_idx=idx, label=int(video["label"]),
                 manipulation=video["manipulation"], quality=video["quality"], split=video["split"],

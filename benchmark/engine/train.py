@@ -190,10 +190,12 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
         out["diverged"] = {**d.info, "kept": f"epoch {last.stem.split('_')[1]} of stage {stage}" if last is not None
                            else f"the state stage {stage} started from (no epoch of it completed)"}
     return {"epochs": int(recipe["epochs"]), "iters": runner.iter, "seconds": round(time.perf_counter() - start, 1),
-            "final_loss": _last_loss(runner), **out}
+            "final_loss": _last_loss(work_dir), **out}
 
 
-def _last_loss(runner) -> float:
-    """The last logged training loss; NaN when the stage was already complete (nothing ran)."""
-    scalar = runner.message_hub.log_scalars.get("train/loss")
-    return float(scalar.current()) if scalar is not None else float("nan")
+def _last_loss(stage_dir: Path) -> float:
+    """The mean training loss of the stage's last finished epoch (its history), so a stage
+    resumed after an interruption reports what an uninterrupted one does; NaN when none finished."""
+    rows = read_history(stage_dir)
+    last = max(rows.values(), key=lambda r: r["epoch"]) if rows else {}
+    return float(last.get("train_loss", float("nan")))
