@@ -150,10 +150,10 @@ def load_pretrained(module: nn.Module, path: str | None) -> str:
         raise UserError(f"pretrained weights {path!r} hold a {type(state).__name__}, not a state dict "
                         f"(a mapping of parameter names to tensors, optionally under 'state_dict')")
     try:
-        missing, unexpected = module.load_state_dict(state, strict=False)
+        module.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shapes that differ
         raise UserError(f"pretrained weights {path!r} do not fit {type(module).__name__} "
                         f"({str(e).strip().splitlines()[-1].strip()[:200]})") from None
-    if len(missing) == len(list(module.state_dict())):
+    if not set(state) & set(module.state_dict()):  # (num_batches_tracked is never reported missing)
         raise UserError(f"pretrained weights {path!r} match no parameter of {type(module).__name__}")
     return p.name

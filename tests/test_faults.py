@@ -346,3 +346,76 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_the_rerun_resumes
     assert 2 * len(steps) == full  # resumed after epoch 1 of 2: only epoch 2 trained again
     model = "models/ff_c23/baseline/seed0/model.pt"
     assert (proj / model).read_bytes() == (clean / model).read_bytes()
+
+
+# ---------------------------------------------------------------- corrupt artefacts
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
+
+
+def _foreign_model(path: Path) -> None:  # a model.pt of another configuration (another method)
+    from methods.baseline import Baseline
+    torch.save(Baseline(backbone="resnet10t").state_dict(), path)
+
+
+class NotTensors:  # a pickle weights_only=True refuses
+    pass
+
+
+def _refused_pickle(path: Path) -> None:
+    torch.save({"model": NotTensors()}, path)
+
+
+def _garbage(path: Path) -> None:
+    path.write_text("{not json")
+
+
+MODEL = "models/ff_c23/dpl/seed0/model.pt"
+TRAIN = "`python -m benchmark train method=dpl train_set=ff_c23 seed=0`"
+EVALUATE = ["evaluate", "method=dpl", "protocol=cross_quality"]
+
+
+@pytest.mark.parametrize("snap, rel, damage, argv, fragments", [
+    ("evaluate", MODEL, _truncate, EVALUATE, ["model.pt cannot be loaded", TRAIN]),
+    ("evaluate", MODEL, _refused_pickle, EVALUATE, ["model.pt cannot be loaded", TRAIN]),
+    ("evaluate", MODEL, _foreign_model, EVALUATE, ["model.pt was made with another configuration of DPL", TRAIN]),
+    ("evaluate", "data/faces/ff/manifest.parquet", _truncate, EVALUATE,
+     ["manifest.parquet is truncated or not a parquet table", "python -m benchmark extract dataset=ff"]),
+    ("evaluate", "data/indicators/ff.json", _garbage, EVALUATE,
+     ["ff.json is truncated or not JSON", "python -m benchmark indicators dataset=ff"]),
+    ("report", "results/scores/cross_quality/dpl/ff_c23_seed0.parquet", _truncate, ["report"],
+     ["ff_c23_seed0.parquet is truncated", "python -m benchmark evaluate protocol=cross_quality method=dpl seed=0"]),
+    ("report", "data/indicators/ff.parquet", _truncate, ["analyze", "method=dpl"],
+     ["ff.parquet is truncated", "python -m benchmark indicators dataset=ff"]),
+    ("final", "results/reference.json", _garbage, ["check-regression"],
+     ["reference.json is truncated or not JSON", "update-reference"]),
+])
+def test_a_corrupt_artefact_is_one_line_naming_it_and_the_stage_to_rerun(faults, tmp_path, monkeypatch, capsys, snap,
+                                                                         rel, damage, argv, fragments):
+    src = faults["base"] / "reference" if snap == "final" else faults["snaps"] / snap
+    proj = shutil.copytree(src, tmp_path / "p", symlinks=True)
+    if rel == "results/reference.json":  # the tiny project has none of its own
+        shutil.copy(ROOT / rel, proj / rel)
+    damage(proj / rel)
+    before = {p: p.read_bytes() for p in _visible(proj)}
+    rc, err = _main(argv, proj, monkeypatch, capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert all(f in err for f in fragments), err
+    assert {p: p.read_bytes() for p in _visible(proj)} == before  # nothing written
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda p: torch.save([1, 2, 3], p), "hold a list, not a state dict"),
+    (_refused_pickle, "weights_only=True refuses"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 not a zip"), "cannot be read by torch.load"),
+    (lambda p: torch.save({"fc.weight": torch.zeros(3, 3)}, p), "match no parameter"),
+])
+def test_a_bad_pretrained_weights_file_is_refused_before_any_stage(faults, tmp_path, monkeypatch, capsys, damage,
+                                                                  fragment):
+    proj = shutil.copytree(faults["snaps"] / "train", tmp_path / "p", symlinks=True)
+    damage(tmp_path / "weights.pth")
+    before = {p: p.read_bytes() for p in _visible(proj)}
+    rc, err = _main(["train", "method=baseline", f"methods.baseline.pretrained={tmp_path / 'weights.pth'}"], proj,
+                    monkeypatch, capsys)
+    assert rc == 2 and err.count("\n") == 1 and fragment in err and "weights.pth" in err, err
+    assert {p: p.read_bytes() for p in _visible(proj)} == before and not (proj / "models").exists()

@@ -74,7 +74,7 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
         "provenance": method.provenance(), "fingerprint": fingerprint,
         "recipe": {s["stage"]: s["recipe"] for s in stages},
     }
-    if len(stages) > 1:
+    if len(method.training_stages(cfg["epochs"])) > 1:  # (a divergence may have stopped before the last)
         summary["stages"] = stages
     if "diverged" in stages[-1]:
         summary["diverged"] = stages[-1]["diverged"]

@@ -25,7 +25,6 @@ method, protocol or test set left the grid).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +82,10 @@ def _regenerate(profile) -> str:
 
 
 def load_reference(path) -> dict:
+    from benchmark import io
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found; create it with `python -m benchmark update-reference`")
-    try:
-        ref = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); regenerate it with `{_regenerate('ci')}`") from None
-    if not isinstance(ref, dict) or not isinstance(ref.get("rows"), list):
+    ref = io.read_json(path, f"`{_regenerate('ci')}`")
+    if not isinstance(ref.get("rows"), list):
         raise UserError(f"{path} is not a regression reference; regenerate it with `{_regenerate('ci')}`")
     if ref.get("format") != FORMAT or not isinstance(ref.get("params"), dict):
         raise UserError(f"{path} is a format-{ref.get('format')} reference, which does not record the params it "
@@ -105,16 +100,11 @@ def load_reference(path) -> dict:
 
 def load_record(path=comparable.RECORD) -> dict:
     """The params record the report stage wrote beside metrics.csv."""
-    path = Path(path)
-    again = "rerun the report stage (python -m benchmark report), or compare a fresh grid"
-    if not path.is_file():
-        raise UserError(f"{path} not found, so nothing says which params made results/metrics.csv; {again}")
-    try:
-        rec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); {again}") from None
-    if not isinstance(rec, dict) or not isinstance(rec.get("params"), dict):
-        raise UserError(f"{path} is not a params record; {again}")
+    from benchmark import io
+    rec = io.read_json(path, "the report stage (python -m benchmark report), or compare a fresh grid "
+                             "(check-regression profile=ci rerun=true)")
+    if not isinstance(rec.get("params"), dict):
+        raise UserError(f"{path} is not a params record; rerun the report stage (python -m benchmark report)")
     return rec
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from benchmark.errors import UserError
 
@@ -67,6 +67,15 @@ class _Ranged(Key):
     max: float | None = None
     above: float | None = None  # strictly greater than
 
+    noun: ClassVar[str] = ""
+    fits: ClassVar = None
+
+    def problem(self, v):
+        return f"not {self.noun}" if not self.fits(v) else self._range(v)
+
+    def _allowed(self):
+        return " ".join([self.noun, self._bounds()]).strip()
+
     def _range(self, v) -> str | None:
         if self.min is not None and v < self.min:
             return f"below {self.min}"
@@ -93,20 +102,14 @@ class _Ranged(Key):
 
 @dataclass(frozen=True)
 class Int(_Ranged):
-    def problem(self, v):
-        return "not an integer" if not _is_int(v) else self._range(v)
-
-    def _allowed(self):
-        return " ".join(["an integer", self._bounds()]).strip()
+    noun: ClassVar[str] = "an integer"
+    fits: ClassVar = staticmethod(_is_int)
 
 
 @dataclass(frozen=True)
 class Float(_Ranged):
-    def problem(self, v):
-        return "not a finite number" if not _is_number(v) else self._range(v)
-
-    def _allowed(self):
-        return " ".join(["a number", self._bounds()]).strip()
+    noun: ClassVar[str] = "a number"
+    fits: ClassVar = staticmethod(_is_number)
 
 
 @dataclass(frozen=True)
