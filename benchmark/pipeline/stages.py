@@ -16,6 +16,7 @@ import pandas as pd
 from benchmark import config, io, registry
 from benchmark.errors import UserError
 from benchmark.pipeline import stamps
+from benchmark.pipeline import inputs
 from benchmark.pipeline.graph import (dataset_cfg, dataset_class, distorted_name, faces_dir, in_order,
                                       indicators_json, model_dir, outputs, parse_train_set, protocol_methods,
                                       protocol_train_sets, resolve_method, scores_path, stage_key, test_sets,
@@ -100,14 +101,14 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     from benchmark.data.jpeg import RandomJPEG
     from benchmark.data.frames import TrainFrames
     spec = parse_train_set(train_set, params)
-    rows = train_rows(spec, _manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
+    rows = train_rows(spec, inputs.manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
     augment = RandomJPEG() if params["train"]["jpeg_aug"] else None
     torch.manual_seed(seed)
     model = build_method(params, method)
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
-                       pair_manifest=_pair_manifest(spec) if "quality_pair" in model.requires else None,
+                       pair_manifest=inputs.pair_manifest(spec) if "quality_pair" in model.requires else None,
                        manipulation="manipulation_label" in model.requires)
-    indicator = _indicator(params, spec["dataset"])
+    indicator = inputs.indicator(params, spec["dataset"])
     out = model_dir(train_set, method, seed)
     summary = engine.train(model, data, out, params["train"], seed, levels=indicator.levels,
                            fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed))
@@ -125,10 +126,10 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Pat
     from benchmark.evaluation import score as ev
     proto = config.load_protocol(protocol)
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
-    indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
+    indicators = {d: inputs.indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
     if proto.get("distortions") and conditions.n_conditions != 1:
         raise UserError(f"protocols/{protocol}.yaml: with `distortions`, `conditions` must be one condition (e.g. none)")
-    tests = [(t, frames_subset(_manifest(t["faces"], t["quality"], t["split"]), proto.get("frames_per_video")))
+    tests = [(t, frames_subset(inputs.manifest(t["faces"], t["quality"], t["split"]), proto.get("frames_per_video")))
              for t in test_sets(proto)]
     paths = []
     for train_set in protocol_train_sets(proto):
@@ -164,7 +165,7 @@ def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> 
                    if f.parent.parent.name in protocols and f.parent.name in methods)
     if not files:
         raise UserError("no scores under results/scores for the grid; run `python -m benchmark run protocol=...` or dvc repro first")
-    scores = pd.concat([io.read_table(f, _scores_stage(f), SCORE_COLUMNS) for f in files], ignore_index=True)
+    scores = pd.concat([io.read_table(f, inputs.scores_stage(f), inputs.SCORE_COLUMNS) for f in files], ignore_index=True)
     mcfg = params["metrics"]
     table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
     io.write_csv("results/metrics.csv", table)
@@ -189,8 +190,8 @@ def plots(params: dict) -> list[Path]:
     cfg, seed = params["plots"], params["grid"]["seeds"][0]
     spec = parse_train_set(cfg["train_set"], params)
     models = {m: _trained(params, m, cfg["train_set"], seed) for m in params["grid"]["methods"]}
-    figs = model_plots.make(models, _manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
-                            _indicator(params, spec["dataset"]), cfg, Path("results/plots"))
+    figs = model_plots.make(models, inputs.manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
+                            inputs.indicator(params, spec["dataset"]), cfg, Path("results/plots"))
     return [p for f in figs for p in (f.png, f.png.with_suffix(".svg"), f.png.with_suffix(".txt"))]
 
 
@@ -223,8 +224,8 @@ def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_
     proto = config.load_protocol(protocol)
     train_set = protocol_train_sets(proto)[0]
     model = _trained(params, method, train_set, seed)
-    indicators = {d: _indicator(params, d) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
-    tests = [(t["name"], _manifest(t["dataset"], t["quality"], t["split"]), faces_dir(t["dataset"]),
+    indicators = {d: inputs.indicator(params, d) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
+    tests = [(t["name"], inputs.manifest(t["dataset"], t["quality"], t["split"]), faces_dir(t["dataset"]),
               indicators[t["dataset"]]) for t in proto["test_sets"]]
     tables = {}
     for ds in indicators:
@@ -256,55 +257,12 @@ def build_method(params: dict, name: str):
     return registry.get(registry.METHODS, root)(**opts)
 
 
-SCORE_COLUMNS = ["protocol", "method", "seed", "train_set", "test_set", "quality", "video_id", "frame_idx",
-                 "label", "manipulation", "perturbation", "severity", "score"]
-
-
 def _trained(params: dict, method: str, train_set: str, seed: int):
     """The trained ``method`` (one line naming model.pt and the train command when it is missing,
     truncated, not weights-only or made with another configuration)."""
     from benchmark import engine
     return engine.load_trained(build_method(params, method), model_dir(train_set, method, seed),
                                f"`python -m benchmark train method={method} train_set={train_set} seed={seed}`")
-
-
-def _faces_stage(faces: str) -> str:
-    """The command that writes ``data/faces/<faces>`` (a distorted folder is ``<dataset>@<code><severity>``)."""
-    dataset, at, rest = faces.partition("@")
-    if not at:
-        return f"`python -m benchmark extract dataset={dataset}`"
-    return f"`python -m benchmark distort dataset={dataset} distortion={rest.rstrip('0123456789')} " \
-           f"severity={rest[len(rest.rstrip('0123456789')):]}`"
-
-
-def _scores_stage(path: Path) -> str:
-    seed = path.stem.rpartition("_seed")[2]
-    return f"`python -m benchmark evaluate protocol={path.parent.parent.name} method={path.parent.name} seed={seed}`"
-
-
-def read_manifest(faces: str) -> pd.DataFrame:
-    from benchmark.data.extract import MANIFEST_COLUMNS
-    return io.read_table(faces_dir(faces) / "manifest.parquet", _faces_stage(faces), MANIFEST_COLUMNS)
-
-
-def _manifest(dataset: str, quality: str, split: str) -> pd.DataFrame:
-    path = faces_dir(dataset) / "manifest.parquet"
-    m = read_manifest(dataset)
-    rows = m[(m["quality"] == quality) & (m["split"] == split)]
-    if rows.empty:
-        raise UserError(f"{path} has no {quality} {split} frames; check extract.qualities in params.yaml")
-    return rows
-
-
-def _pair_manifest(spec: dict) -> pd.DataFrame | None:
-    """Capability quality_pair: the train frames at c40, else raw (None: neither extracted;
-    TrainFrames then pairs each frame with a JPEG copy of itself)."""
-    m = read_manifest(spec["dataset"])
-    for quality in ("c40", "raw"):
-        rows = m[(m["quality"] == quality) & (m["split"] == spec["split"])]
-        if quality != spec["quality"] and not rows.empty:
-            return rows
-    return None
 
 
 def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:
@@ -318,11 +276,6 @@ def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:
     size = rows.groupby(["quality", "video_id"], sort=False)["frame_idx"].transform("size").to_numpy()
     keep = [p in sample_indices(n, int(k)) for p, n in zip(pos, size)]
     return rows[keep]
-
-
-def _indicator(params: dict, dataset: str):
-    from benchmark import indicators as ind
-    return ind.load_indicator(indicators_json(dataset), params["indicators"])  # a missing file is a UserError
 
 
 def _method_order(params: dict):
