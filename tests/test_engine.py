@@ -77,18 +77,27 @@ class Interrupt(Exception):
     pass
 
 
-class Stopping(Tiny):
-    """Tiny that is interrupted (as by a kill) at its ``stop_at``-th optimisation step."""
+class Scripted(Tiny):
+    """Tiny that calls ``act(self)`` before its ``at``-th optimisation step (a kill, a divergence)."""
 
-    def __init__(self, stop_at):
+    def __init__(self, at, act):
         super().__init__()
-        self.stop_at, self.steps = stop_at, 0
+        self.at, self.act, self.steps = at, act, 0
 
     def train_step(self, batch, optim_wrapper):
         self.steps += 1
-        if self.steps == self.stop_at:
-            raise Interrupt
+        if self.steps == self.at:
+            self.act(self)
         return super().train_step(batch, optim_wrapper)
+
+
+def _interrupt(method):
+    raise Interrupt
+
+
+def Stopping(stop_at):  # noqa: N802  (reads like the class it stands for)
+    """Tiny interrupted, as by a kill, at its ``stop_at``-th step."""
+    return Scripted(stop_at, _interrupt)
 
 
 def test_resume_after_interruption_is_bit_identical(frames, tmp_path):

@@ -12,7 +12,7 @@ from benchmark.data.frames import TrainFrames
 from benchmark.errors import UserError
 from benchmark.pipeline import provenance
 from benchmark.report.tables import axis
-from test_engine import Interrupt, Stopping, Tiny, frames, levels  # noqa: F401  (frames is a fixture)
+from test_engine import Interrupt, Scripted, Stopping, Tiny, frames, levels  # noqa: F401  (frames is a fixture)
 from test_engine_stages import TwoStage
 
 CFG = {"epochs": 2, "batch_size": 4, "optimizer": {"type": "Adam", "lr": 0.01}}  # 12 frames: 3 steps/epoch
@@ -24,19 +24,14 @@ def _train(frames, work, method, fingerprint="fp", cfg=CFG):
                         fingerprint=fingerprint)
 
 
-class Diverging(Tiny):
+def _nan_weight(method):
+    with torch.no_grad():
+        method.head.weight[0, 0] = math.nan
+
+
+def Diverging(at):  # noqa: N802
     """Tiny whose head weight becomes NaN before its ``at``-th step (as an exploding update would)."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at, self.steps = at, 0
-
-    def train_step(self, batch, optim_wrapper):
-        self.steps += 1
-        if self.steps == self.at:
-            with torch.no_grad():
-                self.head.weight[0, 0] = math.nan
-        return super().train_step(batch, optim_wrapper)
+    return Scripted(at, _nan_weight)
 
 
 class DivergingTwoStage(TwoStage):
