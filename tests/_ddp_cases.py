@@ -34,12 +34,12 @@ import sys
 from pathlib import Path
 
 import benchmark  # noqa: F401  (torchvision shim before timm)
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from benchmark import engine, registry
+from benchmark.data import store
 from benchmark.data.frames import TrainFrames
 
 N_IMAGES, SIZE, GLOBAL_BATCH = 16, 32, 8
@@ -60,8 +60,8 @@ def make_crops(root: Path) -> pd.DataFrame:
         img = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
         if i % 2:
             img[..., 0] //= 2
-        cv2.imwrite(str(root / f"{i}.png"), img)
-        rows.append({"path": f"{i}.png", "label": i % 2, "video_id": f"v{i}", "frame_idx": 0, "manipulation": "real"})
+        loc, = store.write_shard(root, store.shard_path("c23", f"v{i}"), [(store.member_name(0), img)])
+        rows.append({**loc, "label": i % 2, "video_id": f"v{i}", "frame_idx": 0, "manipulation": "real"})
     return pd.DataFrame(rows)
 
 

@@ -101,7 +101,7 @@ def test_manipulation_labels_follow_the_folders_order(crops):
 
 def test_pipeline_pairs_c23_with_c40_then_raw(crops, monkeypatch):
     manifest, root = crops
-    monkeypatch.setattr(pipeline.stages, "faces_dir", lambda dataset: root)
+    monkeypatch.setattr(pipeline.inputs, "faces_dir", lambda dataset: root)
     manifest.to_parquet(root / "manifest.parquet")
     spec = {"dataset": "ff", "quality": "c23", "split": "train"}
     assert set(pipeline._pair_manifest(spec).quality) == {"c40"}

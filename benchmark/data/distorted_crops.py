@@ -34,6 +34,7 @@ from benchmark.data import faces, store
 from benchmark.data.distortions import get_distortion
 from benchmark.errors import UserError
 from benchmark.io import atomic_path
+from benchmark import io
 from benchmark.data.jpeg import key_rng
 
 EXTRA_COLUMNS = ["perturbation", "severity", "param", "rng_key", "detail"]
@@ -61,9 +62,8 @@ def distort_faces(dataset, clean_dir, out_dir, code: str, severity: int, *, seed
     param = distortion.param(severity)
     clean_dir = Path(clean_dir)
     manifest_path = clean_dir / "manifest.parquet"
-    if not manifest_path.is_file():
-        raise UserError(f"{manifest_path} not found; run `python -m benchmark extract` first")
-    clean = pd.read_parquet(manifest_path)
+    clean = io.read_table(manifest_path, "`python -m benchmark extract` first",
+                          ["video_id", "frame_idx", "quality", "split", "path"])
     store.check_manifest(clean, manifest_path)
     rows = clean[clean["quality"].isin(list(qualities)) & clean["split"].isin(list(splits))]
     if rows.empty:

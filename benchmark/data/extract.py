@@ -182,12 +182,20 @@ def _work_dir(out_dir: Path, settings: dict) -> Path:
     """``.<name>.work`` beside ``out_dir``; emptied when it was left by other settings."""
     work = out_dir.parent / f".{out_dir.name}.work"
     stamp = work / "settings.json"
-    if work.is_dir() and (not stamp.is_file() or json.loads(stamp.read_text()) != settings):
+    if work.is_dir() and _json_or_none(stamp) != settings:  # other settings (or an unreadable stamp)
         shutil.rmtree(work)
     if not work.is_dir():
         work.mkdir(parents=True)
         io.write_json(stamp, settings)
     return work
+
+
+def _json_or_none(path: Path):
+    """A work file's JSON, or None when it is missing or damaged (its video is then redone)."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _part_path(work: Path, video: dict) -> Path:
@@ -199,8 +207,8 @@ def _load_part(work: Path, video: dict) -> dict | None:
     path = _part_path(work, video)
     if not path.is_file():
         return None
-    part = json.loads(path.read_text())
-    if part.get("path") != video["path"] or not store.shard_complete(work, part["rows"]):
+    part = _json_or_none(path)
+    if not isinstance(part, dict) or part.get("path") != video["path"] or not store.shard_complete(work, part["rows"]):
         return None
     return part
 

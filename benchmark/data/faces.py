@@ -30,8 +30,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
+from benchmark import io
 from benchmark.errors import UserError
 from benchmark.registry import FACE_DETECTORS
 
@@ -189,7 +189,8 @@ class SynthFFBoxes(Detector):
         if root is None or not path.is_file():
             raise UserError(f"{path} not found: face_detector=synthff_boxes only works on a SynthFF "
                             f"tree (generate it with `python -m benchmark synthesize`); use haar otherwise")
-        meta = pd.read_parquet(path, columns=["video_id", "quality", "frame_idx", "x0", "y0", "x1", "y1"])
+        cols = ["video_id", "quality", "frame_idx", "x0", "y0", "x1", "y1"]
+        meta = io.read_table(path, "`python -m benchmark synthesize` (the SynthFF tree is incomplete)", cols)[cols]
         self.boxes = {(v, q, int(f)): (int(a), int(b), int(c), int(d))
                       for v, q, f, a, b, c, d in meta.itertuples(index=False)}
 

@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -89,4 +88,4 @@ class HistoryHook(Hook):
 
 def read_history(stage_dir: Path) -> dict:
     path = Path(stage_dir) / HISTORY
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return io.read_json(path, "the `train` stage (its history was damaged)") if path.is_file() else {}

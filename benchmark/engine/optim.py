@@ -88,8 +88,28 @@ def optim_wrapper(method, recipe: dict, amp: str = "none", device=None) -> Optim
     """The optimiser wrapper over the parameters ``method`` leaves trainable in this stage,
     at precision ``amp`` (params.yaml ``train.amp``) on ``device``."""
     params = [p for p in method.parameters() if p.requires_grad]
-    optimizer = OPTIMIZERS.build({**recipe["optimizer"], "params": params})
-    kwargs = {"optimizer": optimizer, "clip_grad": recipe.get("clip_grad") or None}
+    kwargs = _wrapper_kwargs(params, recipe)
     device = torch.device(device or "cpu")
     dtype = dev.amp_dtype(amp, device)
     return SyncedOptimWrapper(**kwargs) if dtype is None else SyncedAmpOptimWrapper(dtype, device, **kwargs)
+
+
+def _wrapper_kwargs(params: list, recipe: dict) -> dict:
+    optimizer = OPTIMIZERS.build({**recipe["optimizer"], "params": params})
+    return {"optimizer": optimizer, "clip_grad": recipe.get("clip_grad") or None}
+
+
+def check_recipe(recipe: dict, where: str) -> None:
+    """Build ``recipe``'s optimiser wrapper and parameter schedulers once over a dummy parameter,
+    so that an option the optimiser or a scheduler refuses is one UserError (naming ``where``,
+    e.g. ``train`` or the method's own recipe) before any training starts."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    try:
+        wrapper = OptimWrapper(**_wrapper_kwargs([torch.nn.Parameter(torch.zeros(1))], recipe))
+        for cfg in recipe["param_scheduler"]:  # by_epoch units need no data to be checked
+            PARAM_SCHEDULERS.build({**{k: v for k, v in cfg.items() if k != "convert_to_iter_based"},
+                                    "optimizer": wrapper})
+    except Exception as e:  # noqa: BLE001 - whatever torch or mmengine refuses is the user's setting
+        raise UserError(f"{where}: the optimiser or a parameter scheduler refused its settings "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+

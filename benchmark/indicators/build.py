@@ -1,11 +1,11 @@
 """Choosing the indicator backend from params.yaml, and reloading fitted levels."""
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from benchmark import io
 from benchmark.errors import UserError
 from benchmark.indicators.binning import IndicatorLevels
 from benchmark.indicators.clip import OpenCLIPIndicator
@@ -59,7 +59,7 @@ def load_indicator(path, cfg: Mapping | None = None, backend=None, device=None) 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"indicator file {path} not found; run the `indicators` stage first")
-    d = json.loads(path.read_text())
+    d = io.read_json(path, f"`python -m benchmark indicators dataset={path.stem}`")
     if cfg:
         want = {"binning": cfg.get("binning", "quantile"), "k": int(cfg.get("k", 5))}
         if cfg.get("backend", "auto") not in ("auto", None):

@@ -23,9 +23,7 @@ OUT_COLUMNS = ["video_id", "frame_idx", "quality", "split", "label", "manipulati
 def _read(x, what: str) -> pd.DataFrame:
     if isinstance(x, pd.DataFrame):
         return x
-    if not Path(x).is_file():
-        raise UserError(f"{what} {x} not found; run the stage that writes it first")
-    return pd.read_parquet(x)
+    return io.read_table(x, f"the stage that writes the {what} first")
 
 
 def load_crops(faces_dir, rows: pd.DataFrame) -> torch.Tensor:

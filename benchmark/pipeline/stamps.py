@@ -59,7 +59,11 @@ def name(stage: str, args: dict) -> str:
 
 def is_current(stage: str, args: dict, key: str, outputs: list[Path]) -> bool:
     stamp = STAMPS / f"{name(stage, args)}.json"
-    return stamp.is_file() and json.loads(stamp.read_text()).get("key") == key and all(Path(p).exists() for p in outputs)
+    try:
+        recorded = json.loads(stamp.read_text()).get("key") if stamp.is_file() else None
+    except (ValueError, AttributeError):  # a damaged stamp only means: run the stage again
+        recorded = None
+    return recorded == key and all(Path(p).exists() for p in outputs)
 
 
 def write(stage: str, args: dict, key: str) -> None:
