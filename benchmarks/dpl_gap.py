@@ -52,7 +52,7 @@ from benchmark.data.jpeg import RandomJPEG  # noqa: E402
 from benchmark.data.views import compose  # noqa: E402
 from benchmark.evaluation import score as ev  # noqa: E402
 from benchmark.method import Method  # noqa: E402
-from benchmark.pipeline import stages  # noqa: E402
+from benchmark.pipeline import inputs, stages  # noqa: E402
 from benchmark.pipeline.graph import faces_dir, parse_train_set  # noqa: E402
 
 
@@ -150,7 +150,7 @@ def main() -> None:
     if args.epochs:
         overrides["train.epochs"] = str(args.epochs)
     params = config.load_params(overrides, root=ROOT)
-    indicator = stages._indicator(params, "ff")
+    indicator = inputs.indicator(params, "ff")
     for run in args.runs.split(","):
         start = resource.getrusage(resource.RUSAGE_SELF)
         torch.manual_seed(0)
@@ -158,7 +158,7 @@ def main() -> None:
         levels = OneLevel(indicator) if run.startswith("dpl1") else indicator
         cfg = {**params["train"], **model.train_options(), "select": "last"}
         views = cfg.get("views", "single")
-        data = TrainFrames(stages._manifest("ff", "c23", "train"), faces_dir("ff"), seed=0,
+        data = TrainFrames(inputs.manifest("ff", "c23", "train"), faces_dir("ff"), seed=0,
                            augment=RandomJPEG() if cfg["jpeg_aug"] and views == "single" else None)
         data = compose(BalancedEpochs(data) if run.endswith("_bal") else data, views)
         with tempfile.TemporaryDirectory() as work:
@@ -168,7 +168,7 @@ def main() -> None:
             names = [s["stage"] for s in summary.get("stages", [{"stage": "train"}])]
             loss = engine.history(Path(work), names)["train_loss"].round(3).tolist()
         cond = registry.get(registry.PERTURBATIONS, "random_jpeg")()
-        scores = [ev.score(model, stages._manifest("ff", q, "test"), faces_dir("ff"), cond, levels, 64, 0)
+        scores = [ev.score(model, inputs.manifest("ff", q, "test"), faces_dir("ff"), cond, levels, 64, 0)
                   for q in ("c23", "c40")]
         import pandas as pd
         end = resource.getrusage(resource.RUSAGE_SELF)

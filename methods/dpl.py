@@ -69,21 +69,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark.backbones import create_backbone
+from benchmark.backbones import backbone_weights, create_backbone
 from benchmark.errors import UserError
-from benchmark.method import Method, load_pretrained
+from benchmark.method import Method
 from benchmark.registry import METHODS
 from methods import _dpl_readings as readings
 from methods._dpl_parts import (EVAL_SEED, AttentionalFusion, GaussianPositions, ImageFeatures,  # noqa: F401
                                 UniformPositions, ValueNet, as_channels_first, fsm_step, gap, window_mask)
 from methods._losses import LREG_STEPS, entropy_regulariser, focal_bce_with_logits, hard_sample_mask, lreg_step_mask
-from methods._ppo import CLIP_FORMS, ppo_objective, returns, step_rewards
+from methods._ppo import CLIP_FORMS, RETURNS, ppo_objective, returns, step_rewards
 
 FUSIONS = ("add", "concat", "attention")
 HARD = ("final", "step")
 STEP_PREDICTIONS = ("cumulative", "hidden")
 IMAGE_FEATURES = ("none", "concat_psi", "add_psi", "add_branches")
 assert set(LREG_STEPS) == set(readings.CHOICES["lreg_steps"]) and set(CLIP_FORMS) == set(readings.CHOICES["ppo_clip_form"])
+assert set(RETURNS) == set(readings.CHOICES["ppo_return"])
 
 
 def _choice(name: str, value, options) -> None:
@@ -103,9 +104,20 @@ class DPL(Method):
                  hard_samples: str = "final", step_prediction: str = "cumulative", stage2_epochs: int = 5,
                  policy_hidden: int = 64, policy_eval_sample: bool = False, ppo_eps: float = 0.2,
                  image_features: str = "none", clip_model: str = "ViT-B-32", clip_weights: str | None = None,
-                 backbone_kwargs: dict | None = None, **reading_options):
+                 backbone_kwargs: dict | None = None, *,
+                 # reading options (methods/_dpl_readings.py): None = the value of ``reading``
+                 aggregation: str | None = None, branch_projection: bool | None = None,
+                 hidden: int | str | None = None, lreg_sign: float | None = None, lreg_steps: str | None = None,
+                 lreg_norm: str | None = None, eval_positions: str | None = None, ppo_return: str | None = None,
+                 ppo_gamma: float | None = None, ppo_normalize: bool | None = None, ppo_epochs: int | None = None,
+                 ppo_clip_form: str | None = None, value_weight: float | None = None,
+                 entropy_weight: float | None = None, policy_sigma: str | None = None,
+                 policy_trunk: str | None = None, ppo_logprob: str | None = None, reward_branch: str | None = None,
+                 stage2_optimizer: str | dict | None = None, stage1_checkpoint: str | int | None = None,
+                 views: str | None = None):
+        given = {k: v for k, v in locals().items() if k in readings.KEYS}
         super().__init__()
-        opts, self.explicit = readings.resolve(reading, reading_options)
+        opts, self.explicit = readings.resolve(reading, given)
         readings.check(opts)
         for name, value, options in (("fusion", fusion, FUSIONS), ("hard_samples", hard_samples, HARD),
                                      ("step_prediction", step_prediction, STEP_PREDICTIONS),
@@ -127,8 +139,9 @@ class DPL(Method):
                         entropy_weight=float(opts["entropy_weight"]))
         self._epoch = 0
 
-        self.backbone = create_backbone(backbone, num_classes=0, global_pool="", **(backbone_kwargs or {}))  # Psi
-        self.weights = load_pretrained(self.backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, num_classes=0, global_pool="",  # Psi
+                                        **(backbone_kwargs or {}))
+        self.weights = backbone_weights(self.backbone)
         self.use_input_stats(self.backbone)
         self.image = ImageFeatures(image_features, clip_model, clip_weights) if image_features != "none" else None
         c = self.image.channels(self.backbone.num_features) if self.image else self.backbone.num_features

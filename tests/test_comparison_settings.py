@@ -61,9 +61,9 @@ def test_options_a_method_fixes_reach_the_engine(monkeypatch, tmp_path):
     from benchmark.data.views import JPEGViews
     from benchmark.pipeline import stages
     seen = {}
-    monkeypatch.setattr(engine, "train", lambda model, data, out, cfg, seed, **kw: seen.update(data=data, cfg=cfg, **kw))
-    monkeypatch.setattr(stages, "_manifest", lambda *a: _rows())
-    monkeypatch.setattr(stages, "_indicator", lambda *a: type("I", (), {"levels": None})())
+    monkeypatch.setattr(engine, "train", lambda model, data, out, cfg, seed, **kw: seen.update(data=data, cfg=cfg, **kw) or {})
+    monkeypatch.setattr(stages.inputs, "manifest", lambda *a: _rows())
+    monkeypatch.setattr(stages.inputs, "indicator", lambda *a: type("I", (), {"levels": None})())
     monkeypatch.setattr(stages.stamps, "write", lambda *a: None)
     monkeypatch.chdir(ROOT)
     params = config.load_params({"methods.dpl.hidden": "8", "methods.dpl.policy_hidden": "4"}, root=ROOT)
@@ -80,4 +80,4 @@ def _rows():
     import pandas as pd
     return pd.DataFrame({"video_id": ["real/000", "DF/000_001"], "frame_idx": [0, 0], "label": [0, 1],
                          "manipulation": ["real", "DF"], "quality": ["c23", "c23"], "split": ["train", "train"],
-                         "path": ["a.png", "b.png"]})
+                         "path": ["a.tar", "a.tar"], "offset": [0, 512], "nbytes": [1, 1], "crc32": [0, 0]})

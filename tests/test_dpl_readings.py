@@ -35,6 +35,13 @@ def test_the_preset_sets_every_reading_option(reading):
     assert model.hidden == (256 if reading == "paper" else model.backbone.num_features)
 
 
+def test_every_reading_option_is_a_constructor_argument_defaulting_to_the_preset():
+    """params.yaml options are checked against the constructor (benchmark.schema.methods)."""
+    from benchmark.schema.methods import signature
+    args = signature(DPL)
+    assert set(readings.KEYS) <= set(args) and all(args[k].default is None for k in readings.KEYS)
+
+
 def test_explicit_options_win_and_are_named_in_the_provenance():
     model = DPL(**TINY, reading="release", aggregation="sum", lreg_sign=-1.0, views=None)
     assert model.opts["aggregation"] == "sum" and model.opts["lreg_sign"] == -1.0  # -1 is the preset's too
