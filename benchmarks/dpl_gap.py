@@ -24,8 +24,8 @@ FS, NT of the mean over the four conditions, %), the per-epoch training loss, th
 seconds, and for the GRU probes per epoch: the share of update-gate units with z > 0.95
 (``z_closed``), the share of candidate pre-activations with |.| > 2 (``tanh_sat``) and the
 between-sample standard deviation of h (``h_spread``). With h_0 = 0 a GRU step outputs
-(1 - z) * tanh(.): a gate that closes (z -> 1) shuts the head off from the sample and
-saturates, so no gradient reaches the backbone again.
+(1 - z) * tanh(.), so these say how much of the sample still reaches the head. What one run
+showed is in README.md (the DPL section), with its command.
 """
 from __future__ import annotations
 

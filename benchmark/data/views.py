@@ -34,21 +34,8 @@ class JPEGViews(Dataset):
     def __len__(self) -> int:
         return len(self.frames)
 
-    @property
-    def seed(self) -> int:
-        return self.frames.seed
-
-    @seed.setter
-    def seed(self, value: int) -> None:
-        self.frames.seed = value
-
-    @property
-    def epoch(self) -> int:
-        return self.frames.epoch
-
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        self.frames.epoch = value
+    seed = property(lambda self: self.frames.seed, lambda self, v: setattr(self.frames, "seed", v))
+    epoch = property(lambda self: self.frames.epoch, lambda self, v: setattr(self.frames, "epoch", v))
 
     def qualities(self, idx: int) -> list[int]:
         """The JPEG quality of views 1..3 of item ``idx`` in the current epoch."""
