@@ -7,6 +7,7 @@ training that diverged (its ``train.json`` says where, and which checkpoint was 
 instead) and scores that are not finite (their AUCs are left empty)."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
