@@ -39,10 +39,11 @@ class TrainFrames(Dataset):
 
     Capabilities a method may ask for (``Method.requires``):
 
-    * ``pair_manifest`` (``quality_pair``): rows of the same frames at another quality; item
-      ``image_pair`` is the crop of the same ``(video_id, frame_idx)`` there, un-augmented.
-      A frame without a counterpart is paired with a JPEG copy of its own (clean) crop at a
-      quality drawn from ``PAIR_JPEG_RANGE``, seeded by (seed, epoch, index).
+    * ``pair_manifest`` (``quality_pair``): rows of the same frames at other qualities (one or
+      several); item ``image_pair`` is the crop of the same ``(video_id, frame_idx)`` at one of
+      them, un-augmented, drawn per item and epoch (seeded by (seed, epoch, index)) when the
+      frame has several. A frame without a counterpart is paired with a JPEG copy of its own
+      (clean) crop at a quality drawn from ``PAIR_JPEG_RANGE``, seeded the same way.
     * ``manipulation=True`` (``manipulation_label``): item ``manipulation``, int64 in
       ``MANIPULATION_IDS``.
     """
@@ -55,8 +56,10 @@ class TrainFrames(Dataset):
         self.seed, self.augment, self.epoch = seed, augment, 0
         self.pair_paths = None
         if pair_manifest is not None:
-            lookup = {(v, int(f)): p for v, f, p in pair_manifest[["video_id", "frame_idx", "path"]].itertuples(index=False)}
-            self.pair_paths = [lookup.get((v, int(f))) for v, f in self.rows[["video_id", "frame_idx"]].itertuples(index=False)]
+            lookup: dict = {}
+            for v, f, p in pair_manifest.sort_values("path")[["video_id", "frame_idx", "path"]].itertuples(index=False):
+                lookup.setdefault((v, int(f)), []).append(p)
+            self.pair_paths = [lookup.get((v, int(f)), []) for v, f in self.rows[["video_id", "frame_idx"]].itertuples(index=False)]
         self.manipulation = None
         if manipulation:
             unknown = sorted(set(self.rows["manipulation"]) - set(MANIPULATION_IDS))
@@ -81,11 +84,11 @@ class TrainFrames(Dataset):
         return item
 
     def _pair(self, clean: np.ndarray, idx: int) -> np.ndarray:
-        path = self.pair_paths[idx]
-        if path is not None:
-            return read_crop(self.faces_dir / path)
-        lo, hi = PAIR_JPEG_RANGE
+        paths = self.pair_paths[idx]
         rng = np.random.default_rng([self.seed, self.epoch, idx, 1])  # 1: not the augmentation's stream
+        if paths:
+            return read_crop(self.faces_dir / paths[int(rng.integers(len(paths)))])
+        lo, hi = PAIR_JPEG_RANGE
         return jpeg(clean, int(rng.integers(lo, hi + 1)))
 
 

@@ -4,6 +4,8 @@
   warnings at the level the engine sets).
 * ``EpochSeedHook``: reseeds torch and the dataset's augmentation at every epoch from
   (seed, epoch), so a run resumed after an interruption is bit-identical to an uninterrupted one.
+* ``TrainProgressHook``: tells the method, before every iteration, where training stands
+  (``Method.on_train_iter``: iteration within the stage, its total, iterations per epoch).
 * ``HistoryHook``: one row per finished epoch (1-based) in ``<work_dir>/history.json``: mean
   training loss, learning rate, seconds, and the metrics of a validation run after that epoch
   (mmengine's ``after_val_epoch``, prefixed ``val_``). Rows are keyed by epoch, so a resumed
@@ -48,6 +50,13 @@ class EpochSeedHook(Hook):
     def before_train_epoch(self, runner) -> None:
         torch.manual_seed(self.seed * 100_003 + runner.epoch)
         runner.train_dataloader.dataset.epoch = runner.epoch
+
+
+@HOOKS.register_module()
+class TrainProgressHook(Hook):
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        model = getattr(runner.model, "module", runner.model)  # unwrap a distributed wrapper
+        model.method.on_train_iter(runner.iter, runner.max_iters, len(runner.train_dataloader))
 
 
 @HOOKS.register_module()

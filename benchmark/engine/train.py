@@ -117,7 +117,8 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=-1 if keep_all else 1),
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
         custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
-                      dict(type="HistoryHook"), dict(type="ProgressHook")],
+                      dict(type="HistoryHook"), dict(type="ProgressHook"),
+                      dict(type="TrainProgressHook")],
         randomness=dict(seed=seed, deterministic=True),
         resume=True,
         log_level="WARNING",  # the per-iteration losses still go to work_dir/<timestamp>/*.log

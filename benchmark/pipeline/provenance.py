@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from benchmark.data.layout import partial_note
+from benchmark.engine import optim
 from benchmark.pipeline import graph
 
 
@@ -24,7 +25,11 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
         for ts in train_sets:  # what the trained model itself recorded wins over params
             rec = graph.model_dir(ts, m, seeds[0]) / "train.json" if seeds else None
             if rec and rec.is_file():
-                info.update(json.loads(rec.read_text()).get("provenance", {}))
+                record = json.loads(rec.read_text())
+                info.update(record.get("provenance", {}))
+                if record.get("recipe"):  # per stage, as the engine ran it (engine.optim)
+                    info["recipe"] = "; ".join(f"{stage} {optim.describe(r)}" if len(record["recipe"]) > 1
+                                               else optim.describe(r) for stage, r in record["recipe"].items())
                 break
         per_method[m] = info
     return {

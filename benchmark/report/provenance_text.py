@@ -7,7 +7,8 @@ The provenance dict (all keys optional; missing ones are reported as "unknown", 
       "dataset": {"name": "synthff", "synthetic": True, "root": "data/raw/synthff",
                   "label": "SynthFF"},              # label optional (defaults below)
       "methods": {                                  # table row order = this order
-        "baseline": {"backbone": "convnext_atto", "weights": "random init", "label": "Baseline"},
+        "baseline": {"backbone": "convnext_atto", "weights": "random init", "label": "Baseline",
+                     "recipe": "shared: Adam lr 0.001, batch 32, 10 epochs"},   # recipe optional
         "dpl": {"backbone": "convnext_atto", "weights": "random init", "label": "DPL"},
       },
       "indicator": {"backend": "fallback", "model": "ViT-B-32", "weights": None,
@@ -47,7 +48,8 @@ def method_text(name: str, info: dict | None) -> str:
     info = info or {}
     weights = ("weights unknown" if "weights" not in info
                else "random init" if is_random_init(info) else info["weights"])
-    return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights})"
+    recipe = f"; recipe {info['recipe']}" if info.get("recipe") else ""
+    return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights}{recipe})"
 
 
 def indicator_text(prov: dict) -> str:
