@@ -6,7 +6,8 @@ Detection", ECCV 2022. Facts below are also read from the authors' release (wany
 and DeepfakeBench's port of it; nothing is copied.
 
 Mechanism kept:
-- a ViT; patch features from the middle block (``feature_layer``, through their own LayerNorm),
+- a ViT; patch features from the middle block (``feature_layer``, through their own LayerNorm,
+  without affine: the release's affine there receives no gradient, only the Gaussians read it),
   attention from the later blocks (``attention_layers``): the pre-softmax attention logits of
   every head of those blocks, averaged, then a sigmoid (``consistency_map``);
 - unsupervised patch consistency learning (UPCL): two multivariate Gaussians of patch
