@@ -56,9 +56,9 @@ import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
 from torch import nn
 
-from benchmark.backbones import create_backbone
+from benchmark.backbones import backbone_weights, create_backbone
 from benchmark.errors import UserError
-from benchmark.method import Method, load_pretrained
+from benchmark.method import Method
 from benchmark.registry import METHODS
 
 ORIGINAL_GRID = 14  # 224 px / 16 px patches: the grid ``fake_center`` is given in
@@ -135,8 +135,9 @@ class UIAViT(Method):
         super().__init__()
         extra = {k: v for k, v in {"patch_size": patch_size, "depth": depth}.items() if v is not None}
         self.backbone_name = backbone
-        self.vit = create_backbone(backbone, img_size=img_size, num_classes=0, dynamic_img_size=True, **extra)
-        self.weights = load_pretrained(self.vit, pretrained)
+        # dynamic_img_size: other input sizes interpolate the position embedding (timm)
+        self.vit = create_backbone(backbone, pretrained, img_size=img_size, num_classes=0, dynamic_img_size=True, **extra)
+        self.weights = backbone_weights(self.vit)
         self.use_input_stats(self.vit)
         n_blocks = len(self.vit.blocks)
         layers = [feature_layer, *attention_layers]

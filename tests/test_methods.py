@@ -253,11 +253,11 @@ def test_a_one_cycle_recipe_runs_through_the_engine(tmp_path):
     from peak / 25 up to the peak (30 % of the 8 iterations) and down to ~0; train.json names it."""
     import json
 
-    import cv2
     import numpy as np
     import pandas as pd
 
     from benchmark import engine
+    from benchmark.data import store
     from benchmark.data.frames import TrainFrames
     from benchmark.method import Method
 
@@ -274,11 +274,9 @@ def test_a_one_cycle_recipe_runs_through_the_engine(tmp_path):
             return {"logit": self.head(batch["image"].mean((2, 3))).squeeze(1)}
 
     rng = np.random.default_rng(0)
-    rows = []
-    for i in range(8):
-        cv2.imwrite(str(tmp_path / f"{i}.png"), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
-        rows.append({"path": f"{i}.png", "label": i % 2})
-    ds = TrainFrames(pd.DataFrame(rows), tmp_path, seed=0)
+    members = [(store.member_name(i), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for i in range(8)]
+    locations = store.write_shard(tmp_path, store.shard_path("c23", "real/000"), members)
+    ds = TrainFrames(pd.DataFrame([{**loc, "label": i % 2} for i, loc in enumerate(locations)]), tmp_path, seed=0)
     torch.manual_seed(0)
     summary = engine.train(Tiny(), ds, tmp_path / "work", {**SHARED, "recipe": "own", "recipe_epochs": "own"}, seed=0)
     hist = pd.read_csv(tmp_path / "work" / "history.csv")

@@ -117,24 +117,22 @@ def test_awp_waits_for_its_warmup_epochs():
 def test_pairs_are_drawn_among_all_other_qualities(tmp_path, monkeypatch):
     """A c23 frame with raw and c40 counterparts is paired with each, per item and epoch (seeded);
     the pipeline hands TrainFrames every other extracted quality."""
-    import cv2
     import numpy as np
     import pandas as pd
 
     from benchmark import pipeline
+    from benchmark.data import store
     from benchmark.data.frames import TrainFrames
 
     rows = []
     for q, quality in enumerate(("raw", "c23", "c40")):
-        for f in range(6):
-            path = f"crops/{quality}/real/000/{f:04d}.png"
-            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(tmp_path / path), np.full((4, 4, 3), 40 * q + f, np.uint8))
-            rows.append({"video_id": "real/000", "frame_idx": f, "label": 0, "manipulation": "real",
-                         "quality": quality, "split": "train", "path": path})
+        members = [(store.member_name(f), np.full((4, 4, 3), 40 * q + f, np.uint8)) for f in range(6)]
+        locations = store.write_shard(tmp_path, store.shard_path(quality, "real/000"), members)
+        rows += [{"video_id": "real/000", "frame_idx": f, "label": 0, "manipulation": "real",
+                  "quality": quality, "split": "train", **loc} for f, loc in enumerate(locations)]
     manifest = pd.DataFrame(rows)
     manifest.to_parquet(tmp_path / "manifest.parquet")
-    monkeypatch.setattr(pipeline.stages, "faces_dir", lambda dataset: tmp_path)
+    monkeypatch.setattr(pipeline.inputs, "faces_dir", lambda dataset: tmp_path)
     pairs = pipeline._pair_manifest({"dataset": "ff", "quality": "c23", "split": "train"})
     assert set(pairs.quality) == {"raw", "c40"}
     ds = TrainFrames(manifest[manifest.quality == "c23"], tmp_path, seed=0, pair_manifest=pairs)

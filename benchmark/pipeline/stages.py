@@ -8,6 +8,7 @@ outputs live and what each stage reads is ``pipeline.graph``.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ import pandas as pd
 from benchmark import config, io, registry
 from benchmark.errors import UserError
 from benchmark.pipeline import stamps
+from benchmark.pipeline import inputs
 from benchmark.pipeline.graph import (dataset_cfg, dataset_class, distorted_name, faces_dir, in_order,
                                       indicators_json, model_dir, outputs, parse_train_set, protocol_methods,
                                       protocol_train_sets, resolve_method, scores_path, stage_key, test_sets,
@@ -35,11 +37,14 @@ def train_rows(spec: dict, rows: pd.DataFrame, name: str = "") -> pd.DataFrame:
 
 
 def _stamped(fn):
-    """Stamp the stage's outputs with its key once it has finished."""
+    """Stamp the stage's outputs with its key once it has finished (rank 0 of a data-parallel
+    training writes it; the other processes write nothing)."""
     @functools.wraps(fn)
     def stage(params: dict, **a):
+        import torch.distributed as dist
         out = fn(params, **a)
-        stamps.write(fn.__name__, a, stage_key(fn.__name__, params, **a))
+        if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+            stamps.write(fn.__name__, a, stage_key(fn.__name__, params, **a))
         return out
     return stage
 
@@ -74,7 +79,8 @@ def indicators(params: dict, *, dataset: str) -> Path:
     cfg = dataset_cfg(params, dataset)
     meta = Path(cfg["root"]) / "metadata.parquet"
     edges = cfg.get("indicator_edges")   # a test-only dataset is binned with its training set's edges
-    ind.compute_indicators(faces_dir(dataset), Path("data/indicators"), dataset, params["indicators"],
+    ind.compute_indicators(faces_dir(dataset), Path("data/indicators"), dataset,
+                           {**params["indicators"], "device": _device(params)},
                            metadata=meta if meta.is_file() else None,
                            edges_from=indicators_json(edges) if edges else None)
     return indicators_json(dataset)
@@ -99,17 +105,24 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     from benchmark.data.jpeg import RandomJPEG
     from benchmark.data.frames import TrainFrames
     spec = parse_train_set(train_set, params)
-    rows = train_rows(spec, _manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
+    rows = train_rows(spec, inputs.manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
     augment = RandomJPEG() if params["train"]["jpeg_aug"] else None
     torch.manual_seed(seed)
     model = build_method(params, method)
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
-                       pair_manifest=_pair_manifest(spec) if "quality_pair" in model.requires else None,
+                       pair_manifest=inputs.pair_manifest(spec) if "quality_pair" in model.requires else None,
                        manipulation="manipulation_label" in model.requires)
-    indicator = _indicator(params, spec["dataset"])
+    device = engine.distributed.init(params.get("launcher", "none"), params.get("device", "auto"))
+    indicator = inputs.indicator(params, spec["dataset"], device)
     out = model_dir(train_set, method, seed)
-    engine.train(model, data, out, params["train"], seed, levels=indicator.levels,
-                 fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed))
+    summary = engine.train(model, data, out, params["train"], seed, levels=indicator.levels,
+                           fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed),
+                           device=params.get("device", "auto"), launcher=params.get("launcher", "none"))
+    if "diverged" in summary:
+        d = summary["diverged"]
+        print(f"warning: training of {method} (seed {seed}, {train_set}) diverged at stage {d['stage']}, epoch "
+              f"{d['epoch']}, iteration {d['iteration']} ({d['what']}); stopped there, {out / 'model.pt'} holds "
+              f"{d['kept']}, and the report marks its rows", file=sys.stderr)
     return out / "model.pt"
 
 
@@ -117,24 +130,30 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
 def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
     from benchmark import engine
     from benchmark.evaluation import score as ev
+    from benchmark.evaluation.indicator_cache import IndicatorCache
     proto = config.load_protocol(protocol)
+    where = params["evaluate"].get("indicator_cache")
+    cache = IndicatorCache(where) if where else None
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
-    indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
+    device = _device(params)
+    indicators = {d: inputs.indicator(params, d, device) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
     if proto.get("distortions") and conditions.n_conditions != 1:
         raise UserError(f"protocols/{protocol}.yaml: with `distortions`, `conditions` must be one condition (e.g. none)")
-    tests = [(t, frames_subset(_manifest(t["faces"], t["quality"], t["split"]), proto.get("frames_per_video")))
+    tests = [(t, frames_subset(inputs.manifest(t["faces"], t["quality"], t["split"]), proto.get("frames_per_video")))
              for t in test_sets(proto)]
     paths = []
     for train_set in protocol_train_sets(proto):
-        model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
+        model = _trained(params, method, train_set, seed)
         parts = []
         for test, rows in tests:
             df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
-                          params["evaluate"]["batch_size"], params["evaluate"]["seed"])
+                          params["evaluate"]["batch_size"], params["evaluate"]["seed"],
+                          device=device, cfg=params["evaluate"], cache=cache)
             if "perturbation" in test:
                 df = df.assign(perturbation=test["perturbation"], severity=test["severity"])
             parts.append(df.assign(test_set=test["name"]))
         out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
+        out.attrs["compute"] = ev.compute(device, params["evaluate"])
         paths.append(scores_path(protocol, method, train_set, seed))
         io.write_parquet(paths[-1], out)
     return paths
@@ -149,7 +168,7 @@ def cost(params: dict) -> Path:
 def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
     """Metrics and tables of the grid's protocols and methods (plus any named here),
     so scores left on disk by a method since removed from the grid never show up."""
-    from benchmark.evaluation import compare, metrics
+    from benchmark.evaluation import comparable, compare, metrics
     from benchmark.pipeline import provenance
     from benchmark.report import render_report
     protocols = {*params["grid"]["protocols"], *protocols}
@@ -158,19 +177,22 @@ def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> 
                    if f.parent.parent.name in protocols and f.parent.name in methods)
     if not files:
         raise UserError("no scores under results/scores for the grid; run `python -m benchmark run protocol=...` or dvc repro first")
-    scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    scores = pd.concat([io.read_table(f, inputs.scores_stage(f), inputs.SCORE_COLUMNS) for f in files], ignore_index=True)
     mcfg = params["metrics"]
     table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
     io.write_csv("results/metrics.csv", table)
-    io.write_csv("results/significance.csv", compare.significance(scores, mcfg["reference_method"]))
+    io.write_csv("results/significance.csv", compare.significance(scores, mcfg["reference_method"],
+                                                                    mcfg["bootstrap"], mcfg["seed"]))
     io.write_csv("results/metrics_seeds.csv", compare.seed_summary(table))
     io.write_json("results/metrics.json", metrics.metrics_json(table))
+    io.write_json(comparable.RECORD, comparable.record(params))  # which params made these metrics
     protos = {p: config.load_protocol(p) for p in sorted(table["protocol"].unique())}
     prov = provenance.collect(params, sorted(table["method"].unique(), key=_method_order(params)),
-                              sorted(int(s) for s in table["seed"].unique()), sorted(table["train_set"].unique()))
+                              sorted(int(s) for s in table["seed"].unique()), sorted(table["train_set"].unique()),
+                              scores)
     paths = render_report(table, prov, protos, Path("results"), **params["report"]["inputs"])
     return [Path("results/metrics.csv"), Path("results/metrics.json"), Path("results/significance.csv"),
-            Path("results/metrics_seeds.csv"), *paths]
+            Path("results/metrics_seeds.csv"), comparable.RECORD, *paths]
 
 
 def plots(params: dict) -> list[Path]:
@@ -179,10 +201,10 @@ def plots(params: dict) -> list[Path]:
     from benchmark.report import model_plots
     cfg, seed = params["plots"], params["grid"]["seeds"][0]
     spec = parse_train_set(cfg["train_set"], params)
-    models = {m: engine.load_trained(build_method(params, m), model_dir(cfg["train_set"], m, seed))
-              for m in params["grid"]["methods"]}
-    figs = model_plots.make(models, _manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
-                            _indicator(params, spec["dataset"]), cfg, Path("results/plots"))
+    models = {m: _trained(params, m, cfg["train_set"], seed) for m in params["grid"]["methods"]}
+    device = _device(params)
+    figs = model_plots.make(models, inputs.manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
+                            inputs.indicator(params, spec["dataset"], device), cfg, Path("results/plots"), device)
     return [p for f in figs for p in (f.png, f.png.with_suffix(".svg"), f.png.with_suffix(".txt"))]
 
 
@@ -207,7 +229,6 @@ def run(params: dict, protocol: str, methods: list[str] | None = None) -> list[P
 def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_quality") -> list[Path]:
     """Per-step AUC, FSM positions and indicator-level histograms of ``method`` trained on the
     protocol's train set (``benchmark.report.analysis``)."""
-    import json
 
     import matplotlib
     matplotlib.use("Agg")
@@ -215,16 +236,18 @@ def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_
     from benchmark.report import analysis
     proto = config.load_protocol(protocol)
     train_set = protocol_train_sets(proto)[0]
-    model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
-    indicators = {d: _indicator(params, d) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
-    tests = [(t["name"], _manifest(t["dataset"], t["quality"], t["split"]), faces_dir(t["dataset"]),
+    model = _trained(params, method, train_set, seed)
+    device = _device(params)
+    indicators = {d: inputs.indicator(params, d, device) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
+    tests = [(t["name"], inputs.manifest(t["dataset"], t["quality"], t["split"]), faces_dir(t["dataset"]),
               indicators[t["dataset"]]) for t in proto["test_sets"]]
     tables = {}
     for ds in indicators:
         table = Path("data/indicators") / f"{ds}.parquet"
         if table.is_file():
-            tables[ds] = (pd.read_parquet(table), json.loads(indicators_json(ds).read_text()).get("spearman") or {})
-    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"])
+            hint = f"`python -m benchmark indicators dataset={ds}`"
+            tables[ds] = (io.read_table(table, hint), io.read_json(indicators_json(ds), hint).get("spearman") or {})
+    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"], device)
 
 
 def run_grid(params: dict) -> None:
@@ -248,24 +271,12 @@ def build_method(params: dict, name: str):
     return registry.get(registry.METHODS, root)(**opts)
 
 
-def _manifest(dataset: str, quality: str, split: str) -> pd.DataFrame:
-    path = faces_dir(dataset) / "manifest.parquet"
-    if not path.is_file():
-        raise UserError(f"{path} not found; run `python -m benchmark extract dataset={dataset}` first")
-    m = pd.read_parquet(path)
-    rows = m[(m["quality"] == quality) & (m["split"] == split)]
-    if rows.empty:
-        raise UserError(f"{path} has no {quality} {split} frames; check extract.qualities in params.yaml")
-    return rows
-
-
-def _pair_manifest(spec: dict) -> pd.DataFrame | None:
-    """Capability quality_pair: the train split's frames at every other quality extracted among
-    raw, c23 and c40 (TrainFrames draws one per item; None: none extracted, TrainFrames then
-    pairs each frame with a JPEG copy of itself)."""
-    m = pd.read_parquet(faces_dir(spec["dataset"]) / "manifest.parquet")
-    rows = m[m["quality"].isin({"raw", "c23", "c40"} - {spec["quality"]}) & (m["split"] == spec["split"])]
-    return None if rows.empty else rows
+def _trained(params: dict, method: str, train_set: str, seed: int):
+    """The trained ``method`` (one line naming model.pt and the train command when it is missing,
+    truncated, not weights-only or made with another configuration)."""
+    from benchmark import engine
+    return engine.load_trained(build_method(params, method), model_dir(train_set, method, seed),
+                               f"`python -m benchmark train method={method} train_set={train_set} seed={seed}`")
 
 
 def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:
@@ -281,9 +292,10 @@ def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:
     return rows[keep]
 
 
-def _indicator(params: dict, dataset: str):
-    from benchmark import indicators as ind
-    return ind.load_indicator(indicators_json(dataset), params["indicators"])  # a missing file is a UserError
+def _device(params: dict):
+    """params.yaml ``device`` as a torch device (benchmark.engine.device)."""
+    from benchmark.engine.device import resolve
+    return resolve(params.get("device", "auto"))
 
 
 def _method_order(params: dict):

@@ -18,17 +18,22 @@ CODE = Path(__file__).resolve().parents[2]  # where benchmark/ and methods/ live
 STAGES = {
     "synthesize": (["synthff", "datasets.{dataset}"], ["benchmark/data/synthff.py", "benchmark/data/_synthff_draw.py", "benchmark/data/layout.py"]),
     "extract": (["extract", "datasets"], ["benchmark/data/extract.py", "benchmark/data/faces.py", "benchmark/data/layout.py",
-                                          "benchmark/data/other_datasets.py"]),
-    "indicators": (["indicators"], ["benchmark/indicators"]),
-    "distort": (["distort"], ["benchmark/data/distortions.py", "benchmark/data/distorted_crops.py"]),
+                                          "benchmark/data/other_datasets.py", "benchmark/data/store.py"]),
+    "indicators": (["indicators"], ["benchmark/indicators", "benchmark/data/store.py"]),
+    "distort": (["distort"], ["benchmark/data/distortions.py", "benchmark/data/distorted_crops.py",
+                              "benchmark/data/store.py"]),
     # methods/_*.py are the methods' shared parts (tests/test_cli.py keeps this list complete)
     "train": (["train", "methods.{method}"], ["benchmark/engine", "benchmark/method.py", "benchmark/backbones.py",
                                               "methods/{method}.py", "methods/_dpl_parts.py", "methods/_losses.py",
                                               "methods/_ppo.py", "methods/_staged.py", "benchmark/data/frames.py",
-                                              "benchmark/data/jpeg.py"]),
+                                              "benchmark/data/jpeg.py", "benchmark/data/store.py"]),
     "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluation/score.py",
                                                                   "benchmark/evaluation/conditions.py",
-                                                                  "benchmark/data/jpeg.py"]),
+                                                                  "benchmark/data/jpeg.py", "benchmark/data/store.py",
+                                                                  "benchmark/data/frames.py",
+                                                                  "benchmark/evaluation/indicator_cache.py",
+                                                                  "benchmark/engine/device.py",
+                                                                  "benchmark/engine/loaders.py"]),
     "report": (["report", "grid", "metrics"], ["benchmark/evaluation/metrics.py", "benchmark/report",
                                                "benchmark/evaluation/stats.py", "benchmark/evaluation/compare.py"]),
 }
@@ -54,7 +59,11 @@ def name(stage: str, args: dict) -> str:
 
 def is_current(stage: str, args: dict, key: str, outputs: list[Path]) -> bool:
     stamp = STAMPS / f"{name(stage, args)}.json"
-    return stamp.is_file() and json.loads(stamp.read_text()).get("key") == key and all(Path(p).exists() for p in outputs)
+    try:
+        recorded = json.loads(stamp.read_text()).get("key") if stamp.is_file() else None
+    except (ValueError, AttributeError):  # a damaged stamp only means: run the stage again
+        recorded = None
+    return recorded == key and all(Path(p).exists() for p in outputs)
 
 
 def write(stage: str, args: dict, key: str) -> None:
