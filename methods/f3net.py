@@ -12,7 +12,7 @@ Mechanism kept:
   sigma(x) = (1 - e^-x) / (1 + e^-x) = 2 sigmoid(x) - 1) and transformed back, per colour
   channel: low, middle and high bands plus the all-pass band, 4 x 3 = 12 channels for the first
   stream. The paper's bands are fractions of the spectrum's *area*: the first 1/16, 1/16 to 1/8,
-  the remaining 7/8; ``fad_bands`` chooses how the edges are drawn (``band_masks``):
+  the remaining 7/8; ``fad_bands`` chooses how the edges are drawn (``fad_masks``):
   ``release`` (default): the reimplementation's i + j <= S // 2.82 (low), S // 2.82 <= i + j <= S // 2
   (middle), i + j >= S // 2 (high), each edge diagonal in both bands it separates; at S = 299 the
   low band holds 6.5 % and the middle 6.3 % of the coefficients;

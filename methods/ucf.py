@@ -5,8 +5,8 @@ Deepfake Detection", ICCV 2023. Facts also read from the authors' implementation
 DeepfakeBench (the first author's; ``ucf_detector.py``, ``ucf.yaml``); nothing is copied.
 
 Mechanism kept: two encoders, one for content and one for forgery; the forgery features are
-split by two heads into *specific* features (which manipulation: 5-way cross-entropy on the
-``manipulation`` label, capability ``manipulation_label``) and *common* features (real/fake:
+split by two heads into *specific* features (which manipulation: cross-entropy over
+``MANIPULATION_IDS`` on the ``manipulation`` label, capability ``manipulation_label``) and *common* features (real/fake:
 the fake logit, binary cross-entropy). A decoder rebuilds images from content features
 modulated (AdaIN) by forgery features [specific, common]; the reconstruction loss is the sum of
 four mean L1 terms: the reals' and the fakes' self-reconstructions (own content, own forgery
@@ -47,6 +47,9 @@ Deviations and readings:
   256-px crop has at stride 32); the encoder is truncated after that stage;
 - evaluation uses the forgery encoder and the common head only (content encoder and decoder
   run in training mode only, as in the original's inference);
+- the specific head is 6-way (real and the layout's five manipulation codes, FaceShifter
+  included); the original's FF++ training has real + DF/F2F/FS/NT, 5 classes; a code absent from
+  the train set is a class no sample has;
 - single fake logit with binary cross-entropy instead of a two-way softmax; random
   initialisation unless ``pretrained`` is a local file (loaded into both encoders).
 """

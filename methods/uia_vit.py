@@ -42,8 +42,10 @@ Deviations from the original:
 - the release lowers the lr on a validation-accuracy plateau (ReduceLROnPlateau, factor 0.5,
   patience 10 validations); the harness has no validation loop, the recipe keeps the lr constant;
 - one fake logit with binary cross-entropy instead of a two-way softmax;
-- features gathered between refits live in memory only: a run resumed from an epoch checkpoint
-  is exact when the refits fall on epoch ends (an even number of iterations per epoch);
+- features gathered between refits live in memory only; every epoch's last iteration refits, so
+  an epoch checkpoint holds no pending features and a run resumed from it is exact; the other
+  refits fall every round(``refit_every`` x iterations per epoch) iterations of the epoch (with
+  5 iterations per epoch: after the 2nd, 4th and 5th);
 - the Gaussians start as N(0, I) for both classes until the first refit (every patch then
   counts as genuine); the original starts the loss after its first refit, which with
   ``refit_every`` <= 1 is also before the second epoch;
