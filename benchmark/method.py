@@ -28,6 +28,10 @@ those terms; the default is forward, loss, ``optim_wrapper.update_params(loss)``
 A method whose step is special (e.g. adversarial weight perturbation) overrides
 it; ``optim_wrapper`` is mmengine's ``OptimWrapper`` (``update_params``,
 ``backward``, ``step``, ``zero_grad``, ``optimizer``).
+``on_train_iter(iteration, max_iters, iters_per_epoch)`` is called by the engine before every
+training iteration of a stage (0-based ``iteration`` within the stage); a method whose schedule
+follows training progress (UIA-ViT's progressive assembly and Gaussian refits) keeps what it
+needs; the default does nothing. Outside the engine (tests) it is never called.
 
 A method trained in several stages (DPL's stage I and II) declares
 ``training_stages(epochs)`` -> [(name, epochs)], ``set_stage(name)`` and
@@ -80,6 +84,9 @@ class Method(nn.Module):
         losses = self.loss(self(batch), batch)
         optim_wrapper.update_params(losses["loss"])
         return losses
+
+    def on_train_iter(self, iteration: int, max_iters: int, iters_per_epoch: int) -> None:
+        """Training progress before each iteration (see the module docstring); default: ignored."""
 
     def stage_recipe(self, stage: str) -> dict:
         """The original's training recipe for ``stage`` (used under ``train.recipe: own``): any of

@@ -203,7 +203,8 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=-1 if keep_all else 2),
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
         custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
-                      dict(type="HistoryHook"), dict(type="ProgressHook"), DivergenceGuard(stage)],
+                      dict(type="HistoryHook"), dict(type="ProgressHook"),
+                      dict(type="TrainProgressHook"), DivergenceGuard(stage)],
         randomness=dict(seed=seed),  # determinism: engine.device.set_deterministic (train)
         launcher=str(cfg.get("launcher", "none")),
         resume=resume_from is not None,

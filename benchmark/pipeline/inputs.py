@@ -45,14 +45,12 @@ def manifest(dataset: str, quality: str, split: str) -> pd.DataFrame:
 
 
 def pair_manifest(spec: dict) -> pd.DataFrame | None:
-    """Capability quality_pair: the train frames at c40, else raw (None: neither extracted;
-    TrainFrames then pairs each frame with a JPEG copy of itself)."""
+    """Capability quality_pair: the train split's frames at every other quality extracted among
+    raw, c23 and c40 (TrainFrames draws one per item; None: none extracted, TrainFrames then
+    pairs each frame with a JPEG copy of itself)."""
     m = read_manifest(spec["dataset"])
-    for quality in ("c40", "raw"):
-        rows = m[(m["quality"] == quality) & (m["split"] == spec["split"])]
-        if quality != spec["quality"] and not rows.empty:
-            return rows
-    return None
+    rows = m[m["quality"].isin({"raw", "c23", "c40"} - {spec["quality"]}) & (m["split"] == spec["split"])]
+    return None if rows.empty else rows
 
 
 def indicator(params: dict, dataset: str, device=None):

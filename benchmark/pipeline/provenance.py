@@ -16,6 +16,7 @@ import yaml
 
 from benchmark import io
 from benchmark.data.layout import partial_note
+from benchmark.engine import optim
 from benchmark.pipeline import graph
 
 MARK = "†"
@@ -62,6 +63,9 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
             if rec:
                 info.update(rec.get("provenance", {}))
                 info["trained_on"] = rec.get("compute")
+                if rec.get("recipe"):  # per stage, as the engine ran it (engine.optim)
+                    info["recipe"] = "; ".join(f"{stage} {optim.describe(r)}" if len(rec["recipe"]) > 1
+                                               else optim.describe(r) for stage, r in rec["recipe"].items())
                 break
         info["evaluated_on"] = _scores_compute(m)
         per_method[m] = info

@@ -25,7 +25,8 @@ STAGES = {
     # methods/_*.py are the methods' shared parts (tests/test_cli.py keeps this list complete)
     "train": (["train", "methods.{method}"], ["benchmark/engine", "benchmark/method.py", "benchmark/backbones.py",
                                               "methods/{method}.py", "methods/_dpl_parts.py", "methods/_losses.py",
-                                              "methods/_ppo.py", "methods/_staged.py", "benchmark/data/frames.py",
+                                              "methods/_ppo.py", "methods/_recce_parts.py", "methods/_recipes.py",
+                                              "methods/_srm_parts.py", "methods/_staged.py", "benchmark/data/frames.py",
                                               "benchmark/data/jpeg.py", "benchmark/data/store.py"]),
     "evaluate": (["evaluate", "indicators", "methods.{method}"], ["benchmark/evaluation/score.py",
                                                                   "benchmark/evaluation/conditions.py",

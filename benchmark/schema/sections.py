@@ -112,6 +112,8 @@ SECTIONS = {
                           fields={"max_norm": Float(1.0, "", above=0.0)}),
         "recipe": Choice("shared", "shared: every method trains with these keys; own: each method's original "
                          "recipe", choices=("shared", "own")),
+        "recipe_epochs": Choice("shared", "under recipe=own, whose epochs: shared (train.epochs; the CPU grid's "
+                                "budget) or own (the original's)", choices=("shared", "own")),
         "jpeg_aug": Bool(True, "random JPEG augmentation of the authors' release"),
         "amp": AMP,
         "channels_last": LAYOUT,
