@@ -1,0 +1,98 @@
+"""The harness's training overhead: a training stage against a bare forward/backward loop over the
+same images with the same model (a benchmark, not a test).
+
+    python benchmarks/harness_overhead.py [--method baseline] [--images 1920] [--batch 32]
+                                          [--sampler uniform] [--repeats 2]
+
+Needs the pipeline's default data (``python -m benchmark run`` or ``dvc repro`` up to
+``indicators-ff``). In one process, single-threaded (``torch.set_num_threads(1)``), it times
+with process CPU time (``time.process_time``: user + system; on a shared machine wall time
+mostly measures waiting for a core) and prints ``key=value`` lines:
+
+- ``bare_s``: ``--images`` crops of the c23 training split already decoded into one uint8 tensor,
+  for each batch: JPEG-free, float conversion, the method's forward, loss, backward and Adam step
+  (``Method.train_step`` through mmengine's ``OptimWrapper``);
+- ``loader_s``: the engine's DataLoader alone over the same crops (PNG decode, the random-JPEG
+  augmentation, collation), no model;
+- ``stage_s``: ``engine.train`` on the same crops for one epoch (what a ``train`` stage runs:
+  the Runner, hooks, per-epoch checkpoint, history), same batch size and model;
+- ``overhead=stage_s/bare_s`` (target <= 1.3) and ``loader_share=loader_s/stage_s``.
+Each figure is the minimum over ``--repeats`` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--method", default="baseline")
+    ap.add_argument("--images", type=int, default=1920)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--sampler", default="uniform")
+    ap.add_argument("--repeats", type=int, default=2)
+    a = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    import benchmark  # noqa: F401  (torchvision shim)
+    import torch
+
+    from benchmark import config, engine, pipeline
+    from benchmark.data.frames import TrainFrames, read_crop, to_tensor
+    from benchmark.data.jpeg import RandomJPEG
+    from benchmark.data.selection import manifest_rows
+    from benchmark.engine.loaders import train_loader
+    from benchmark.engine.model import MethodModel
+    from benchmark.engine.optim import optim_wrapper, shared_recipe
+    from benchmark.indicators import load_indicator
+
+    torch.set_num_threads(1)
+    params = config.load_params({"train.sampler": a.sampler}, root=ROOT)
+    faces = ROOT / "data/faces/ff"
+    rows = manifest_rows(faces, "c23", "train").sample(frac=1, random_state=0).head(a.images)
+    indicator = load_indicator(ROOT / "data/indicators/ff.json", params["indicators"])
+    cfg = {**params["train"], "epochs": 1, "batch_size": a.batch}
+
+    def bare() -> float:
+        torch.manual_seed(0)
+        images = torch.stack([to_tensor(read_crop(faces / p)) for p in rows["path"]])
+        labels = torch.tensor(rows["label"].to_numpy())
+        model = MethodModel(pipeline.build_method(params, a.method), indicator.levels).train()
+        wrapper = optim_wrapper(model.method, shared_recipe(cfg))
+        start = time.process_time()
+        for lo in range(0, len(images), a.batch):
+            model.train_step({"image": images[lo:lo + a.batch], "label": labels[lo:lo + a.batch]}, wrapper)
+        return time.process_time() - start
+
+    def loader() -> float:
+        data = TrainFrames(rows, faces, seed=0, augment=RandomJPEG())
+        start = time.process_time()
+        for _ in train_loader(data, a.batch, cfg, seed=0):
+            pass
+        return time.process_time() - start
+
+    def stage() -> float:
+        torch.manual_seed(0)
+        data = TrainFrames(rows, faces, seed=0, augment=RandomJPEG())
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.process_time()
+            engine.train(pipeline.build_method(params, a.method), data, Path(tmp) / "work", cfg, 0,
+                         levels=indicator.levels, fingerprint="benchmark")
+            return time.process_time() - start
+
+    got = {name: min(fn() for _ in range(a.repeats)) for name, fn in (("bare_s", bare), ("loader_s", loader),
+                                                                       ("stage_s", stage))}
+    print(f"method={a.method} images={len(rows)} batch={a.batch} sampler={a.sampler} threads=1 clock=process_cpu")
+    for k, v in got.items():
+        print(f"{k}={v:.2f}")
+    print(f"loader_share={got['loader_s'] / got['stage_s']:.3f}")
+    print(f"overhead={got['stage_s'] / got['bare_s']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
