@@ -17,12 +17,14 @@ VERBS = {
     "extract": ((), {"dataset": "ff"}),
     "indicators": ((), {"dataset": "ff"}),
     "distort": (("distortion", "severity"), {"dataset": "ff"}),
-    "train": (("method",), {"train_set": "ff_c23", "seed": 0}),
+    "train": (("method",), {"train_set": "ff_c23", "seed": 0, "reuse": None}),
     "evaluate": (("method", "protocol"), {"seed": 0}),
     "report": ((), {}),
     "cost": ((), {}),
     "plots": ((), {}),
-    "run": (("protocol",), {"method": None}),
+    "run": ((), {"protocol": None, "method": None, "jobs": None}),
+    "jobs": ((), {"protocol": None, "method": None, "wave": None, "all": "false"}),
+    "dag": ((), {"check": "false"}),
     "analyze": (("method",), {"seed": 0, "protocol": "cross_quality"}),
     "list": ((), {}),
     "check-regression": ((), {"rerun": "false"}),
@@ -50,16 +52,17 @@ def parse(argv: list[str]) -> tuple[str, dict, dict]:
     missing = [r for r in required if r not in args]
     if missing:
         raise UserError(f"`{verb}` needs {', '.join(f'{m}=…' for m in missing)}")
-    for key in ("seed", "severity"):
-        if key in args:
+    for key in ("seed", "severity", "jobs", "wave"):
+        if args.get(key) is not None:
             try:
                 args[key] = int(args[key])
             except ValueError:
                 raise UserError(f"{key} must be an integer, got {args[key]!r}") from None
-    if "rerun" in args:
-        if str(args["rerun"]).lower() not in ("true", "false"):
-            raise UserError(f"rerun must be true or false, got {args['rerun']!r}")
-        args["rerun"] = str(args["rerun"]).lower() == "true"
+    for key in ("rerun", "all", "check"):
+        if key in args:
+            if str(args[key]).lower() not in ("true", "false"):
+                raise UserError(f"{key} must be true or false, got {args[key]!r}")
+            args[key] = str(args[key]).lower() == "true"
     return verb, args, overrides
 
 
@@ -72,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.get("protocol") is not None:
             config.load_protocol(args["protocol"])
         if verb in ("check-regression", "update-reference"):
-            return regression_verb(verb, args["rerun"], params, overrides.get("profile"))
+            return regression_verb(verb, args["rerun"], params, overrides)
+        if verb == "run":
+            return run_verb(args, params, overrides)
         return dispatch(verb, args, params)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -80,29 +85,68 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(verb: str, args: dict, params: dict) -> int:
+    from benchmark.pipeline import dvcfile
     if verb == "list":
         print_choices(params)
         return 0
-    if verb == "run":
-        outs = pipeline.run(params, args["protocol"], [args["method"]] if args["method"] else None)
-    elif verb == "report":
-        outs = pipeline.report(params)
-    else:
-        outs = getattr(pipeline, verb)(params, **args)
+    if verb == "dag":
+        if args["check"]:
+            dvcfile.check(params)
+            print(f"{dvcfile.PATH} is current")
+        else:
+            print(f"wrote {dvcfile.write(params)}")
+        return 0
+    if verb == "jobs":
+        print("\n".join(pipeline.job_lines(params, args["protocol"], args["method"], args["wave"], args["all"])))
+        return 0
+    outs = stage_verb(verb, args, params)
     for out in outs if isinstance(outs, list) else [outs]:
         print(f"wrote {out}")
     return 0
 
 
-def regression_verb(verb: str, rerun: bool, params: dict, profile: str | None) -> int:
+def stage_verb(verb: str, args: dict, params: dict):
+    """One stage, under its lock; under ``dvc repro`` (DVC_STAGE set) only from a current dvc.yaml."""
+    import os
+
+    import torch
+
+    from benchmark.pipeline import dvcfile, locks
+    if os.environ.get("DVC_STAGE"):
+        dvcfile.check(params)
+    torch.set_num_threads(int(os.environ.get("BENCHMARK_THREADS", params["grid"]["threads"])))
+    call = {k: v for k, v in args.items() if v is not None}
+    name = "-".join([verb, *(str(v) for _, v in sorted(call.items()))])
+    with locks.stage_lock(name):
+        return pipeline.STAGE_FUNCTIONS[verb](params, **call)
+
+
+def run_verb(args: dict, params: dict, overrides: dict) -> int:
+    """``run``: the grid (or one protocol's stages) through DVC's DAG; with overrides, a DVC experiment."""
+    jobs = args["jobs"] if args["jobs"] is not None else params["grid"]["jobs"]
+    pipeline.run(params, args["protocol"], args["method"], jobs=jobs, threads=params["grid"]["threads"],
+                 overrides=overrides)
+    return 0
+
+
+def regression_verb(verb: str, rerun: bool, params: dict, overrides: dict) -> int:
+    """With ``rerun``, the grid first (with overrides: as a DVC experiment, whose metrics are
+    then read from it), then the check or the rewrite of the reference."""
+    from benchmark import io
     from benchmark.evaluation import regression
+    from benchmark.pipeline import executor
     from benchmark.pipeline.provenance import git_commit
+    metrics_csv = "results/metrics.csv"
     if rerun:
-        pipeline.run_grid(params)
+        names = pipeline.run(params, jobs=params["grid"]["jobs"], threads=params["grid"]["threads"],
+                             overrides=overrides)
+        if overrides:
+            metrics_csv = f".benchmark/experiments/{names[0]}/metrics.csv"
+            io.write_bytes(metrics_csv, executor.experiment_file(names[0], "results/metrics.csv"))
     if verb == "update-reference":
-        print(f"wrote {regression.update_reference(params, profile, git_commit())}")
+        print(f"wrote {regression.update_reference(params, overrides.get('profile'), git_commit(), metrics_csv)}")
         return 0
-    verdict = regression.check_regression(params)
+    verdict = regression.check_regression(params, metrics_csv)
     print(verdict.text())
     return 0 if verdict.ok else 1
 

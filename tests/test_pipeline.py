@@ -1,12 +1,17 @@
 """Pipeline wiring that the end-to-end test does not pin down on its own."""
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmark import config, pipeline
-from benchmark.pipeline import stamps
+from benchmark.errors import UserError
+from benchmark.pipeline import dvcfile, graph
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,9 +52,103 @@ def test_stage_keys_chain_through_upstream_stages(monkeypatch):
     assert pipeline.stage_key("train", config.load_params({"methods.dpl.hidden": "8"}), **args) != base
     assert pipeline.stage_key("train", config.load_params({"evaluate.batch_size": "8"}), **args) == base  # not read by train
     assert pipeline.stage_key("train", config.load_params({"synthff.frames": "8"}), **args) != base  # upstream data
-    assert [s for s, _ in pipeline.upstream("evaluate", params, protocol="cross_quality", method="dpl", seed=0)] == \
-        ["train", "indicators"]
-    assert stamps.name("train", args) == "train-dpl-0-ff_c23"
+    assert pipeline.stage_key("train", params, **{**args, "seed": 1}) != base
+    insts = graph.instances(params)
+    up = graph.upstream(insts)["evaluate-cross_quality-dpl@0"]
+    assert up == ["extract-ff", "indicators-ff", "train-dpl-ff_c23@0"]
+
+
+def test_committed_dvc_yaml_is_the_render_of_the_declaration(monkeypatch):
+    """dvc.yaml is generated from pipeline.graph: run `python -m benchmark dag` after a grid change."""
+    monkeypatch.chdir(ROOT)
+    assert (ROOT / "dvc.yaml").read_text() == dvcfile.render(config.load_params())
+    dvcfile.check(config.load_params({"grid.seeds": "[0, 1, 2]", "methods.dpl.lreg_sign": "-1"}))  # values: same file
+    with pytest.raises(UserError, match="run `python -m benchmark dag`"):
+        dvcfile.check(config.load_params({"grid.methods": "[baseline]"}))
+
+
+def test_the_default_grid_is_the_whole_paper(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = config.load_params()
+    stages = graph.stages(params)
+    evaluated = {s.meta["protocol"] for s in stages if s.verb == "evaluate"}
+    assert set(config.protocol_names()) <= evaluated  # every protocol file is in the grid
+    trained = {(s.meta["method"], s.meta["train_set"]) for s in stages if s.verb == "train"}
+    assert {("qad", "ff_c23_DF"), ("ucf", "ff_c23_NT"), ("dpl", "ff_c23_FS")} <= trained  # Tab. 3
+    assert not {ts for _, ts in trained} - {"ff_c23", "ff_c23_DF", "ff_c23_F2F", "ff_c23_FS", "ff_c23_NT"}
+    assert {s.args["distortion"] for s in stages if s.verb == "distort"} >= {"CS", "CC", "BW", "GNC", "GB", "RESIZE", "VC"}
+    reuse = {s.meta["method"]: s.args.get("reuse") for s in stages if s.verb == "train" and s.meta["train_set"] == "ff_c23"}
+    assert reuse["dpl_wo_stage2"] == "dpl" and reuse["baseline_resnet"] == "baseline" and reuse["dpl"] is None
+    assert [s.name for s in stages if s.verb == "analyze"] == ["analyze-dpl"]
+
+
+def test_a_method_depends_on_the_helpers_it_imports():
+    deps = {m: set(graph.code_deps("train", [m])) for m in ("dpl", "baseline", "f3net")}
+    assert {"methods/dpl.py", "methods/_ppo.py", "methods/_dpl_parts.py", "methods/_losses.py"} <= deps["dpl"]
+    assert not any(d.startswith("methods/_") and d != "methods/__init__.py" for d in deps["baseline"])
+    assert "methods/baseline.py" in deps["baseline"]
+    assert "methods/_staged.py" in deps["f3net"] and "methods/_ppo.py" not in deps["f3net"]
+    assert "benchmark/engine" in deps["baseline"] and not any("pipeline" in d for d in deps["baseline"])
+
+
+def test_a_variant_in_the_grid_gets_its_roots_code(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = config.load_params({"grid.methods": "[baseline, dpl_concat]", "grid.protocols": "[cross_quality]"})
+    stages = {s.name: s for s in graph.stages(params)}
+    train = stages["train-dpl_concat-ff_c23"]
+    assert "methods/dpl.py" in train.deps and train.params == ["train", "methods.dpl_concat", "methods.dpl"]
+    assert "reuse" not in train.args  # its base is not trained in this grid
+    assert train.cmd == "python -m benchmark train method=dpl_concat train_set=ff_c23 seed=${item.seed}"
+
+
+def test_waves_put_every_stage_after_what_it_reads(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    insts = graph.instances(config.load_params())
+    up, seen = graph.upstream(insts), set()
+    for wave in graph.waves(insts):
+        assert all(set(up[i.name]) <= seen for i in wave)
+        seen |= {i.name for i in wave}
+    assert len(seen) == len(insts)
+    lines = pipeline.job_lines(config.load_params(), "cross_quality", "dpl", everything=True)
+    assert lines[0].startswith("# wave 1 of ") and "python -m benchmark train method=dpl train_set=ff_c23 seed=0" in lines
+    assert lines[-1].startswith("# when every wave has finished") and "report" not in lines[-1]
+    assert pipeline.job_lines(config.load_params(), "cross_quality", "dpl", wave=1, everything=True) == [
+        "python -m benchmark synthesize dataset=ff"]
+
+
+@pytest.mark.parametrize("protocol, method, message", [
+    ("cross_quality", "dpl_concat", "method 'dpl_concat' has no stages in protocol 'cross_quality'"),
+    ("ablation_fusion", "baseline", "its methods are: dpl, dpl_attention, dpl_concat"),
+])
+def test_run_refuses_what_the_grid_does_not_hold(monkeypatch, protocol, method, message):
+    from benchmark.pipeline import executor
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(UserError, match=message):
+        executor.select(graph.instances(config.load_params()), protocol, method)
+
+
+def test_a_second_run_in_the_same_checkout_refuses(tmp_path, monkeypatch):
+    from benchmark.pipeline import locks
+    monkeypatch.chdir(tmp_path)
+    with locks.run_lock():
+        child = subprocess.run([sys.executable, "-c", "from benchmark.pipeline import locks\n"
+                                "with locks.run_lock(): pass"], cwd=tmp_path, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert child.returncode != 0 and "another `run` (pid " in child.stderr
+    with locks.run_lock():  # released: the next one gets it
+        pass
+
+
+def test_one_stage_run_twice_at_once_serialises(tmp_path, monkeypatch):
+    from benchmark.pipeline import locks
+    monkeypatch.chdir(tmp_path)
+    script = ("import sys, time\nfrom benchmark.pipeline import locks\n"
+              "with locks.stage_lock('train-x'):\n"
+              "    open('log', 'a').write('in\\n'); time.sleep(0.5); open('log', 'a').write('out\\n')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+             for _ in range(2)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert (tmp_path / "log").read_text() == "in\nout\nin\nout\n"  # never interleaved
 
 
 def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypatch):
@@ -58,8 +157,9 @@ def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypat
     assert provenance.collect(config.load_params(), ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is True
     real = config.load_params({"datasets.ff.name": "ffpp"})
     assert provenance.collect(real, ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is False
-    assert pipeline.upstream("extract", real, dataset="ff") == []  # a downloaded tree is not generated
-    assert pipeline.upstream("extract", config.load_params(), dataset="ff") == [("synthesize", {"dataset": "ff"})]
+    assert "synthesize" not in {s.verb for s in graph.data_stages(real, {"ff"})}  # a downloaded tree is not generated
+    assert [s.name for s in graph.data_stages(config.load_params(), {"ff"})] == ["synthesize-ff", "extract-ff",
+                                                                                 "indicators-ff"]
 
 
 def test_frames_subset_spreads_k_frames_per_video_and_none_keeps_all():
@@ -76,8 +176,8 @@ def test_distortion_protocol_expands_test_sets_and_chains_distort_stages(monkeyp
     n = len(proto["distortions"]["codes"]) * len(proto["distortions"]["severities"])
     assert len(sets) == n * len(proto["test_sets"])
     assert any(t["faces"] == "ff@VC5" and t["perturbation"] == "VC" and t["severity"] == 5 for t in sets)
-    up = pipeline.upstream("evaluate", config.load_params(), protocol="robustness", method="baseline", seed=0)
-    assert sum(s == "distort" for s, _ in up) == n
+    up = graph.upstream(graph.instances(config.load_params()))["evaluate-robustness-baseline@0"]
+    assert sum(u.startswith("distort-ff-") for u in up) == n
     assert pipeline.test_sets(config.load_protocol("cross_quality"))[0]["faces"] == "ff"
 
 
@@ -96,9 +196,10 @@ def test_cross_manipulation_train_sets_and_rows(monkeypatch):
     for bad in ("ff", "zz_c23", "ff_c99", "ff_c23_"):
         with pytest.raises(UserError, match="unknown train_set"):
             pipeline.parse_train_set(bad, params)
-    up = pipeline.upstream("evaluate", params, protocol="cross_manipulation", method="baseline", seed=0)
-    assert [(s, a.get("train_set")) for s, a in up if s == "train"] == [("train", t) for t in pipeline.protocol_train_sets(proto)]
-    assert [str(p) for p in pipeline.outputs("evaluate", params, protocol="cross_manipulation", method="baseline", seed=0)] == \
+    insts = {i.name: i for i in graph.instances(params)}
+    up = graph.upstream(list(insts.values()))["evaluate-cross_manipulation-baseline@0"]
+    assert [u for u in up if u.startswith("train-")] == [f"train-baseline-{t}@0" for t in sorted(pipeline.protocol_train_sets(proto))]
+    assert insts["evaluate-cross_manipulation-baseline@0"].outs == \
         [f"results/scores/cross_manipulation/baseline/ff_c23_{m}_seed0.parquet" for m in ("DF", "F2F", "FS", "NT")]
     manifest = pd.DataFrame({"label": [0, 0, 1, 1, 1], "manipulation": ["real", "real", "DF", "F2F", "NT"]})
     assert pipeline.train_rows(spec, manifest)["manipulation"].tolist() == ["real", "real", "F2F"]
@@ -106,9 +207,8 @@ def test_cross_manipulation_train_sets_and_rows(monkeypatch):
     with pytest.raises(UserError, match="no FS fakes"):
         pipeline.train_rows(pipeline.parse_train_set("ff_c23_FS", params), manifest)
     # the stand-in test sets: synthesised per dataset, binned with the training set's indicator edges
-    assert pipeline.upstream("extract", params, dataset="cdf") == [("synthesize", {"dataset": "cdf"})]
-    assert pipeline.upstream("indicators", params, dataset="cdf") == [("extract", {"dataset": "cdf"}),
-                                                                     ("indicators", {"dataset": "ff"})]
+    ups = graph.upstream(list(insts.values()))
+    assert ups["extract-cdf"] == ["synthesize-cdf"] and ups["indicators-cdf"] == ["extract-cdf", "indicators-ff"]
 
 
 def test_cross_manipulation_table_has_a_train_row_per_manipulation():

@@ -187,16 +187,18 @@ def check(metrics_csv, reference_json, tolerance) -> Verdict:
     return compare(load_reference(reference_json), pd.read_csv(metrics_csv), tol)
 
 
-def check_regression(params: dict) -> Verdict:
-    """Compare results/metrics.csv with the reference params ``regression`` names."""
+def check_regression(params: dict, metrics_csv="results/metrics.csv") -> Verdict:
+    """Compare ``metrics_csv`` (the workspace's, or an experiment's copy) with the reference
+    params ``regression`` names."""
     cfg = params["regression"]
-    return check("results/metrics.csv", cfg["reference"], cfg["tolerance"])
+    return check(metrics_csv, cfg["reference"], cfg["tolerance"])
 
 
-def update_reference(params: dict, profile: str | None = None, commit: str | None = None) -> Path:
+def update_reference(params: dict, profile: str | None = None, commit: str | None = None,
+                     metrics_csv="results/metrics.csv") -> Path:
     """Deliberately rewrite the reference from the grid's metrics on disk."""
     from benchmark import io
-    metrics_csv = Path("results/metrics.csv")
+    metrics_csv = Path(metrics_csv)
     if not metrics_csv.is_file():
         raise UserError(f"{metrics_csv} not found; run update-reference with rerun=true")
     ref = make_reference(pd.read_csv(metrics_csv), params, profile, commit)

@@ -10,26 +10,26 @@ from pathlib import Path
 import yaml
 
 from benchmark.data.layout import partial_note
-from benchmark.pipeline import graph
+from benchmark.pipeline import specs
 
 
 def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list[str]) -> dict:
     ff = params["datasets"]["ff"]
-    ind_file = graph.indicators_json("ff")
+    ind_file = specs.indicators_json("ff")
     ind = json.loads(ind_file.read_text()) if ind_file.is_file() else {}
     per_method = {}
     for m in methods:
         cfg = params["methods"].get(m, {})
         info = {"backbone": cfg.get("backbone", "?"), "weights": "random init" if not cfg.get("pretrained") else Path(cfg["pretrained"]).name}
         for ts in train_sets:  # what the trained model itself recorded wins over params
-            rec = graph.model_dir(ts, m, seeds[0]) / "train.json" if seeds else None
+            rec = specs.model_dir(ts, m, seeds[0]) / "train.json" if seeds else None
             if rec and rec.is_file():
                 info.update(json.loads(rec.read_text()).get("provenance", {}))
                 break
         per_method[m] = info
     return {
         "title": params["report"]["title"],
-        "dataset": {"name": ff["name"], "synthetic": graph.dataset_class(params, "ff").synthetic, "root": ff["root"],
+        "dataset": {"name": ff["name"], "synthetic": specs.dataset_class(params, "ff").synthetic, "root": ff["root"],
                     "face_detector": ff.get("face_detector")},
         "methods": per_method,
         "indicator": {"backend": ind.get("backend", "?"), "model": ind.get("model"), "weights": ind.get("weights"),
@@ -59,7 +59,7 @@ def partial_notes(params: dict) -> list[str]:
     """One line per dataset whose extraction ran on an incomplete tree (allow_partial)."""
     notes = []
     for name in params["datasets"]:
-        path = graph.faces_dir(name) / "extract_report.json"
+        path = specs.faces_dir(name) / "extract_report.json"
         partial = json.loads(path.read_text()).get("partial") if path.is_file() else None
         if partial:
             notes.append(f"datasets.{name}: {partial_note(partial)}")
