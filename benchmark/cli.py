@@ -19,6 +19,7 @@ VERBS = {
     "distort": (("distortion", "severity"), {"dataset": "ff"}),
     "train": (("method",), {"train_set": "ff_c23", "seed": 0, "reuse": None}),
     "evaluate": (("method", "protocol"), {"seed": 0}),
+    "metrics": (("protocol",), {}),
     "report": ((), {}),
     "cost": ((), {}),
     "plots": ((), {}),

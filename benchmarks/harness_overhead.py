@@ -18,6 +18,11 @@ mostly measures waiting for a core) and prints ``key=value`` lines:
   the Runner, hooks, per-epoch checkpoint, history), same batch size and model;
 - ``overhead=stage_s/bare_s`` (target <= 1.3) and ``loader_share=loader_s/stage_s``.
 Each figure is the minimum over ``--repeats`` runs.
+
+``--parallel`` instead compares, by wall time (the only clock that sees both cores), the bare loop
+over the crops once in one process with 2 torch threads against twice at once in two processes with
+1 thread each (what ``run jobs=2`` does): ``one_x2threads_img_s``, ``two_x1thread_img_s`` and
+``parallel_gain`` (their ratio; > 1: two single-threaded stages at once are faster).
 """
 from __future__ import annotations
 
@@ -37,7 +42,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--sampler", default="uniform")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--parallel", action="store_true")
+    ap.add_argument("--bare-only", action="store_true", help=argparse.SUPPRESS)  # one bare loop (for --parallel)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
+    if a.parallel:
+        return parallel(a)
     sys.path.insert(0, str(ROOT))
     import benchmark  # noqa: F401  (torchvision shim)
     import torch
@@ -51,7 +61,7 @@ def main() -> None:
     from benchmark.engine.optim import optim_wrapper, shared_recipe
     from benchmark.indicators import load_indicator
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     params = config.load_params({"train.sampler": a.sampler}, root=ROOT)
     faces = ROOT / "data/faces/ff"
     rows = manifest_rows(faces, "c23", "train").sample(frac=1, random_state=0).head(a.images)
@@ -85,6 +95,9 @@ def main() -> None:
                          levels=indicator.levels, fingerprint="benchmark")
             return time.process_time() - start
 
+    if a.bare_only:
+        print(f"bare_s={bare():.2f}")
+        return
     got = {name: min(fn() for _ in range(a.repeats)) for name, fn in (("bare_s", bare), ("loader_s", loader),
                                                                        ("stage_s", stage))}
     print(f"method={a.method} images={len(rows)} batch={a.batch} sampler={a.sampler} threads=1 clock=process_cpu")
@@ -92,6 +105,27 @@ def main() -> None:
         print(f"{k}={v:.2f}")
     print(f"loader_share={got['loader_s'] / got['stage_s']:.3f}")
     print(f"overhead={got['stage_s'] / got['bare_s']:.3f}")
+
+
+def parallel(a) -> None:
+    import subprocess
+    import time
+    cmd = [sys.executable, __file__, "--bare-only", "--method", a.method, "--images", str(a.images),
+           "--batch", str(a.batch)]
+    env = {**__import__("os").environ}
+
+    def wall(procs: list[list[str]]) -> float:
+        start = time.perf_counter()
+        running = [subprocess.Popen(p, env={**env, "OMP_NUM_THREADS": p[-1]}, stdout=subprocess.DEVNULL)
+                   for p in procs]
+        assert all(r.wait() == 0 for r in running)
+        return time.perf_counter() - start
+    one = min(wall([cmd + ["--threads", "2"]]) for _ in range(a.repeats))
+    two = min(wall([cmd + ["--threads", "1"]] * 2) for _ in range(a.repeats))
+    print(f"method={a.method} images={a.images} batch={a.batch} clock=wall (includes process start-up)")
+    print(f"one_x2threads_img_s={a.images / one:.1f}")
+    print(f"two_x1thread_img_s={2 * a.images / two:.1f}")
+    print(f"parallel_gain={(2 * a.images / two) / (a.images / one):.3f}")
 
 
 if __name__ == "__main__":

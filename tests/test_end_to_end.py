@@ -22,15 +22,12 @@ TINY = {
     "synthff.frames": 4,
     "synthff.size": 64,
     "datasets.fsh.synthff.pairs": {"train": 0, "val": 0, "test": 1},
-    "datasets.cdf.synthff.pairs": {"train": 0, "val": 0, "test": 1},
-    "datasets.ffiw.synthff.pairs": {"train": 0, "val": 0, "test": 1},
     "extract.frames_per_video": 2,
     "extract.size": 32,
     "train.epochs": 1,
     "train.batch_size": 8,
     "methods.dpl.hidden": 16,
     "methods.dpl.stage2_epochs": 1,
-    "methods.baseline_swin_t.backbone_kwargs": {"img_size": 32, "window_size": 2},
     "cost.settings": ["default"],  # the paper backbones (Xception at 299 px, ...) are too slow here
     "metrics.bootstrap": 50,
     "plots.tsne_frames": 20,
@@ -38,13 +35,20 @@ TINY = {
     # manipulation_label); every method is covered by tests/test_methods.py
     "grid.methods": ["baseline", "dpl", "qad", "ucf"],
 }
-# every protocol, each cut to a few rows (all kinds of row: shared, reused, trained)
+# every protocol, each cut to a few rows of every kind: shared, reused (identical options, a first
+# training stage) and trained
 PROTOCOL_CUTS = {
-    "cross_manipulation": {"methods": ["dpl", "baseline"], "train_sets": [{"name": "ff_c23_DF", "label": "DF"},
-                                                                          {"name": "ff_c23_NT", "label": "NT"}]},
-    "robustness": {"distortions": {"codes": ["CS", "VC"], "severities": [1]}},
-    "ablation_backbone": {"methods": [{"name": "baseline_convnext_b", "label": "B"}, {"name": "dpl_convnext_b", "label": "B+"},
-                                      {"name": "baseline_resnet", "label": "R"}, {"name": "dpl_resnet", "label": "R+"}]},
+    "cross_manipulation": {"methods": ["dpl"], "train_sets": [{"name": "ff_c23_DF", "label": "DF"},
+                                                              {"name": "ff_c23_NT", "label": "NT"}]},
+    "cross_dataset": {"test_sets": [{"name": "FSH", "dataset": "fsh", "quality": "c23", "split": "test"}]},
+    "robustness": {"distortions": {"codes": ["VC"], "severities": [1]}},
+    "ablation_components": {"methods": [{"name": "baseline", "label": "Baseline", "paper": "baseline"},
+                                        {"name": "dpl_wo_stage2", "label": "w/o II", "paper": "no_stage2"},
+                                        {"name": "dpl", "label": "DPL", "paper": "dpl"}]},
+    "ablation_backbone": {"methods": [{"name": "baseline_resnet", "label": "R", "paper": "resnet50"},
+                                      {"name": "dpl_resnet", "label": "R+DPL", "paper": "resnet50_dpl"}]},
+    "ablation_fusion": {"methods": [{"name": "dpl", "label": "Add"}, {"name": "dpl_concat", "label": "Concat"}]},
+    "ablation_lreg": {"methods": [{"name": "dpl", "label": "all"}, {"name": "dpl_lreg_last", "label": "last"}]},
     "ablation_clip": {"methods": [{"name": "dpl_clip_add_psi", "label": "Add(CLIP, Psi)"}]},
 }
 
@@ -109,9 +113,9 @@ def test_repro_writes_every_protocol_into_one_report(project):
     assert set(metrics["protocol"]) == set(protocols)
     assert set(metrics.loc[metrics.protocol == "cross_quality", "method"]) == set(TINY["grid.methods"])
     assert set(metrics.loc[metrics.protocol == "cross_manipulation", "train_set"]) == {"ff_c23_DF", "ff_c23_NT"}
-    assert set(metrics.loc[metrics.protocol == "cross_dataset", "test_set"]) == {"FSH", "CDFv2", "FFIW10K"}
+    assert set(metrics.loc[metrics.protocol == "cross_dataset", "test_set"]) == {"FSH"}
     rob = metrics[metrics.protocol == "robustness"]
-    assert set(rob["perturbation"]) == {"CS", "VC"} and set(rob["severity"].dropna()) == {1}
+    assert set(rob["perturbation"]) == {"VC"} and set(rob["severity"].dropna()) == {1}
     measured = metrics[metrics["auc"].notna()]  # video-bootstrap CI wherever the AUC is defined
     assert measured["auc_ci_low"].notna().all() and (measured["auc_ci_low"] <= measured["auc_ci_high"]).all()
     html = (proj / "results/report.html").read_text()
@@ -145,13 +149,14 @@ def test_rows_that_are_the_same_share_one_training(project):
 def test_dvc_views_metrics_and_plots(project, tmp_path):
     proj, env = project
     shown = subprocess.run([str(DVC), "metrics", "show", "--json"], cwd=proj, env=env, capture_output=True, text=True)
-    assert shown.returncode == 0 and "cross_quality" in shown.stdout, shown.stderr[-2000:]
+    assert shown.returncode == 0 and "results/metrics/cross_quality.json" in shown.stdout, shown.stderr[-2000:]
     plots = subprocess.run([str(DVC), "plots", "show", "-o", str(tmp_path / "dvc_plots")], cwd=proj,
                            env=env, capture_output=True, text=True)
     assert plots.returncode == 0, plots.stdout[-2000:] + plots.stderr[-2000:]
     page = (tmp_path / "dvc_plots" / "index.html").read_text()
     assert "AUC vs severity" in page and "training loss" in page and "tsne.png" in page
-    for series in ("robustness_severity/dpl.csv", "training/dpl.csv", "step_auc/dpl.csv", "roc/cross_quality_c40_dpl.csv"):
+    for series in ("robustness/severity/dpl.csv", "models/training/dpl.csv", "models/step_auc/dpl.csv",
+                   "cross_quality/roc/c40/dpl.csv"):
         assert (proj / "results/curves" / series).stat().st_size > 0, series
 
 
@@ -175,11 +180,11 @@ def test_an_experiment_shows_its_metric_beside_the_workspace(project):
     ran = re.findall(r"Running stage '([^']+)'", exp.stdout)
     assert "train-dpl-ff_c23@0" in ran and not any(n.startswith(("train-baseline", "train-qad")) for n in ran), ran
     show = subprocess.run([str(DVC), "exp", "show", "--json"], cwd=proj, env=env, capture_output=True, text=True)
-    assert show.returncode == 0 and '"lreg"' in show.stdout and "cross_quality" in show.stdout
+    assert show.returncode == 0 and '"lreg"' in show.stdout and "results/metrics/cross_quality.json" in show.stdout
     diff = subprocess.run([str(DVC), "metrics", "diff", "HEAD", "--json"], cwd=proj, env=env, capture_output=True,
                           text=True)
-    assert diff.returncode == 0 and "cross_quality" in diff.stdout
-    subprocess.run(["git", "checkout", "-q", "--", "params.yaml", "dvc.lock", "results/metrics.json"], cwd=proj, check=True)
+    assert diff.returncode == 0 and "results/metrics/cross_quality.json" in diff.stdout
+    subprocess.run(["git", "checkout", "-q", "--", "."], cwd=proj, check=True)
     subprocess.run([str(DVC), "checkout", "-q"], cwd=proj, env=env, check=True)
 
 
@@ -189,6 +194,7 @@ def test_an_override_run_is_an_experiment_and_leaves_the_workspace_alone(project
     run = _run(proj, env, "run", "protocol=cross_quality", "method=dpl", "methods.dpl.hidden=8")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "[run]  experiment cross_quality-dpl-methods.dpl.hidden=8-" in run.stdout
+    assert "metrics-cross_quality" in run.stdout + run.stderr
     assert (proj / "models/ff_c23/dpl/seed0/model.pt").read_bytes() == before
     assert "hidden" not in (proj / "params.yaml").read_text().split("dpl:")[1].split("\n")[3]
     again = _run(proj, env, "run", "protocol=cross_quality", "method=dpl", "methods.dpl.hidden=8")

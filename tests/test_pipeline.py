@@ -1,4 +1,5 @@
 """Pipeline wiring that the end-to-end test does not pin down on its own."""
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 from benchmark import config, pipeline
 from benchmark.errors import UserError
-from benchmark.pipeline import dvcfile, graph
+from benchmark.pipeline import dvcfile, graph, reporting
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def _scores(method: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_report_covers_the_grid_and_ignores_stale_scores(tmp_path, monkeypatch):
+def test_metrics_and_report_cover_the_grid_and_ignore_stale_scores(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "protocols", tmp_path / "protocols")
     shutil.copy(ROOT / "params.yaml", tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -38,10 +39,34 @@ def test_report_covers_the_grid_and_ignores_stale_scores(tmp_path, monkeypatch):
         path.parent.mkdir(parents=True)
         _scores(method).to_parquet(path)
     params = config.load_params({"grid.methods": "[dpl]"})
+    pipeline.metrics(params, protocol="cross_quality")
+    assert set(pd.read_csv("results/metrics/cross_quality.csv")["method"]) == {"dpl"}
+    headline = json.loads(Path("results/metrics/cross_quality.json").read_text())
+    assert set(headline) == {"dpl"} and set(headline["dpl"]) == {"c23", "c40"}  # what dvc exp show lists
     pipeline.report(params)
     assert set(pd.read_csv("results/metrics.csv")["method"]) == {"dpl"}
-    pipeline.report(params, methods=["retired"])  # what `run method=retired` asks for
-    assert set(pd.read_csv("results/metrics.csv")["method"]) == {"dpl", "retired"}
+    assert '<section class="protocol" id="cross_quality">' in Path("results/report.html").read_text()
+    reporting.protocol_metrics(params, "cross_quality", methods=["retired"])  # a method named on the command line
+    assert set(pd.read_csv("results/metrics/cross_quality.csv")["method"]) == {"dpl", "retired"}
+
+
+def test_headline_is_the_tables_average_per_test_set():
+    """metrics.json: the mean over the protocol's listed subsets (not the pooled `all`), frame level,
+    mean over seeds; several perturbations are keyed apart."""
+    from benchmark.evaluation.metrics import METRIC_COLUMNS
+    from benchmark.report.series import headline
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.02)):
+        for subset, auc in zip(["DF", "F2F", "FS", "NT", "all"], [0.6, 0.7, 0.8, 0.9, 0.1]):
+            for level in ("frame", "video"):
+                rows.append({**dict.fromkeys(METRIC_COLUMNS), "protocol": "cq", "method": "m", "seed": seed,
+                             "train_set": "ff_c23", "test_set": "c23", "subset": subset, "quality": "c23",
+                             "perturbation": "random_jpeg", "level": level, "auc": auc + shift})
+    table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    assert headline(table, {"cq": {"subsets": ["DF", "F2F", "FS", "NT"]}}) == {"cq": {"m": {"c23": 0.76}}}
+    assert headline(table, {"cq": {"subsets": ["all"]}}) == {"cq": {"m": {"c23": 0.11}}}
+    two = pd.concat([table, table.assign(perturbation="CS")])
+    assert headline(two, {"cq": {"subsets": ["all"]}}) == {"cq": {"m": {"c23/CS": 0.11, "c23/random_jpeg": 0.11}}}
 
 
 def test_stage_keys_chain_through_upstream_stages(monkeypatch):

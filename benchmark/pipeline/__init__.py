@@ -11,5 +11,5 @@ from benchmark.pipeline.specs import (  # noqa: F401
     method_variants, model_dir, parse_train_set, protocol_methods, protocol_train_sets, resolve_method,
     scores_path, test_sets, train_set_id)
 from benchmark.pipeline.stages import (  # noqa: F401
-    STAGE_FUNCTIONS, analyze, build_method, cost, distort, evaluate, extract, indicators, plots, report,
+    STAGE_FUNCTIONS, analyze, build_method, cost, distort, evaluate, extract, indicators, metrics, plots, report,
     stage_key, synthesize, train)

@@ -56,18 +56,18 @@ def plot_definitions(params: dict, all_stages: list[graph.Stage]) -> list:
         if proto.get("distortions"):
             codes = [str(c) for c in proto["distortions"]["codes"]]
             out.append({f"{p}: AUC vs severity": {"template": "linear", "x": "severity", "y": {
-                f"results/curves/{p}_severity/{m}.csv": codes for m in rows[p]}}})
+                f"results/curves/{p}/severity/{m}.csv": codes for m in rows[p]}}})
     for p, test_set in [(p, f["test_set"]) for p, pr in protos.items() for f in config.figure_specs(pr, "roc")]:
         out.append({f"{p}: ROC on {test_set}": {"template": "simple", "x": "fpr", "y": {
-            f"results/curves/roc/{p}_{test_set}_{m}.csv": "tpr" for m in rows[p]}}})
+            f"results/curves/{p}/roc/{test_set}/{m}.csv": "tpr" for m in rows[p]}}})
     analyzed = [s for s in all_stages if s.verb == "analyze"]
     for s in analyzed:
         tests = [t["name"] for t in protos[s.meta["protocol"]]["test_sets"]]
         out.append({f"{s.meta['method']}: AUC per step": {"template": "linear", "x": "step", "y": {
-            f"results/curves/step_auc/{s.meta['method']}.csv": tests}}})
+            f"results/curves/models/step_auc/{s.meta['method']}.csv": tests}}})
     trained = list(dict.fromkeys(m for ms in rows.values() for m in ms))
     out.append({"training loss": {"template": "linear", "x": "step", "y": {
-        f"results/curves/training/{m}.csv": "train_loss" for m in trained}}})
+        f"results/curves/models/training/{m}.csv": "train_loss" for m in trained}}})
     figures = [f"results/figures/{p}_{f['kind']}.png" for p, proto in protos.items()
                for f in proto.get("figures") or []]
     figures += ["results/figures/training_curves.png", *[f for f in graph.PLOT_FILES if f.endswith(".png")]]

@@ -38,6 +38,8 @@ def select(insts: list[graph.Instance], protocol: str | None, method: str | None
               and (method is None or i.stage.meta.get("method") == method)}
     evals = {i.stage.meta.get("method") for i in insts if i.stage.verb == "evaluate"
              and (protocol is None or i.stage.meta.get("protocol") == protocol)}
+    if method is not None and not any(i.name in picked and i.stage.verb == "evaluate" for i in insts):
+        picked = set()
     if not picked:
         where = f"protocol {protocol!r}" if protocol else "the grid"
         if protocol is not None and not evals:
@@ -74,11 +76,34 @@ def run(params: dict, protocol: str | None = None, method: str | None = None, jo
         try:
             wanted = graph.with_upstream(insts, targets)
             ran = _execute(repo, [i for w in graph.waves(insts, wanted) for i in w], jobs, threads)
-            if protocol is not None or method is not None:  # the one report over what exists now
-                ran += _execute(repo, [i for i in insts if i.stage.verb == "report"], 1, threads)
+            if protocol is not None or method is not None:  # metrics over the scores that exist now
+                ran += _execute(repo, _metrics(insts, targets), jobs, threads)
+                ran += _report(repo, params, insts, protocol, threads)
         finally:
             repo.close()
     return ran
+
+
+def _metrics(insts: list[graph.Instance], targets: set[str]) -> list[graph.Instance]:
+    """The ``metrics-<P>`` stages of the protocols the targets belong to."""
+    protocols = {i.stage.meta.get("protocol") for i in insts if i.name in targets}
+    return [i for i in insts if i.stage.verb == "metrics" and i.stage.meta["protocol"] in protocols]
+
+
+def _report(repo, params: dict, insts: list[graph.Instance], protocol: str | None, threads: int) -> list[str]:
+    """The grid's report once every input it reads exists; until then the protocol's own page."""
+    from benchmark.pipeline import reporting
+    report = [i for i in insts if i.stage.verb == "report"]
+    missing = [d for d in report[0].deps if not Path(d).exists()]
+    if not missing:
+        return _execute(repo, report, 1, threads)
+    protocols = [protocol] if protocol else sorted({i.stage.meta["protocol"] for i in insts if i.stage.verb == "metrics"
+                                                    and Path(i.outs[0]).is_file()})
+    out = reporting.RESULTS / "protocols" / "-".join(protocols)
+    page = next(p for p in reporting.write(params, protocols, out_dir=out) if p.name == "report.html")
+    print(f"[skip] report: the grid's page needs every protocol ({missing[0]} and {len(missing) - 1} more are "
+          f"missing; `python -m benchmark run` makes them); this protocol's page: {page}", flush=True)
+    return []
 
 
 def _env(threads: int) -> dict:
@@ -193,9 +218,8 @@ def experiment(params: dict, protocol: str | None, method: str | None, overrides
         raise UserError("these overrides change the grid's stages (its protocols, methods, datasets or distortions); "
                         "edit params.yaml, run `python -m benchmark dag`, and run again")
     insts = graph.instances(params)
-    targets = sorted(select(insts, protocol, method)) if protocol or method else []
-    if targets:
-        targets.append("report")
+    picked = select(insts, protocol, method) if protocol or method else set()
+    targets = sorted(picked | {i.name for i in _metrics(insts, picked)})
     name = experiment_name(protocol, method, overrides)
     dvc = [sys.executable, "-m", "dvc"]
     listed = subprocess.run([*dvc, "exp", "list", "--name-only"], capture_output=True, text=True)

@@ -41,7 +41,8 @@ VERB_MODULES = {
     "plots": ("benchmark.report.model_plots", "benchmark.engine.checkpoint", "benchmark.data.selection",
               "benchmark.indicators"),
     "cost": ("benchmark.evaluation.cost",),
-    "report": ("benchmark.evaluation.metrics", "benchmark.evaluation.compare", "benchmark.report"),
+    "metrics": ("benchmark.evaluation.metrics", "benchmark.evaluation.compare", "benchmark.report.series"),
+    "report": ("benchmark.evaluation.compare", "benchmark.report"),
 }
 VERB_FILES = {"report": ("benchmark/report/templates",)}  # non-Python code a verb reads
 PLOT_FILES = [f"results/plots/{n}.{e}" for n in ("tsne", "gradcam") for e in ("png", "svg", "txt")]
@@ -180,8 +181,20 @@ def stages(params: dict) -> list[Stage]:
         out.append(train_stage(params, m, ts, reuse=base if (base, ts) in trained else None))
     out += [evaluate_stage(params, p, m, protos[p]) for p in protos for m in rows[p]]
     out += analyze_stages(params, protos, rows)
+    out += [metrics_stage(p) for p in protos]
     out += [plots_stage(params), cost_stage(params), report_stage(params, out)]
     return out
+
+
+def metrics_stage(protocol: str) -> Stage:
+    """One protocol's metrics, significance tests, DVC headline AUCs and curves (``reporting``)."""
+    from benchmark.pipeline.reporting import metrics_paths
+    out = metrics_paths(protocol)
+    return Stage("metrics", {"protocol": protocol},
+                 [f"results/scores/{protocol}", f"protocols/{protocol}.yaml", *code_deps("metrics")],
+                 ["metrics", "grid.methods", "grid.seeds"],
+                 [Out(str(out["csv"])), Out(str(out["significance"])), Out(str(out["curves"])),
+                  Out(str(out["json"]), cache=False, metric=True)], key=protocol, meta={"protocol": protocol})
 
 
 def analyze_stages(params: dict, protos: dict, rows: dict) -> list[Stage]:
@@ -225,14 +238,16 @@ def cost_stage(params: dict) -> Stage:
 
 
 def report_stage(params: dict, upstream: list[Stage]) -> Stage:
+    from benchmark.pipeline.reporting import MODEL_CURVES
     histories = [f"{o.path}/history.csv" for s in upstream if s.verb == "train" for o in s.outs]
-    deps = ["results/scores", *(["results/analysis"] if any(s.verb == "analyze" for s in upstream) else []),
+    made = [o.path for s in upstream if s.verb == "metrics" for o in s.outs if not o.metric]
+    deps = [*made, *(["results/analysis"] if any(s.verb == "analyze" for s in upstream) else []),
             *PLOT_FILES, "results/cost.csv", "results/paper", "protocols",
             *sorted({h.replace(SEED, FIRST_SEED) for h in histories}), *code_deps("report")]
-    outs = [Out(p) for p in ("results/report.html", "results/tables", "results/figures", "results/curves",
-                             "results/metrics.csv", "results/significance.csv", "results/metrics_seeds.csv")]
-    return Stage("report", {}, deps, ["report", "grid", "metrics"],
-                 outs + [Out("results/metrics.json", cache=False, metric=True)])
+    outs = [Out(p) for p in ("results/report.html", "results/tables", "results/figures", str(MODEL_CURVES),
+                             "results/metrics.csv", "results/metrics.json", "results/significance.csv",
+                             "results/metrics_seeds.csv")]
+    return Stage("report", {}, deps, ["report", "grid.methods", "grid.protocols", "grid.seeds"], outs)
 
 
 # ---------------------------------------------------------------- instances and edges

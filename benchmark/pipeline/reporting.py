@@ -1,6 +1,11 @@
-"""The report stage: gathers the grid's scores, analyses, training histories and provenance
-and hands them to the libraries that compute metrics (``benchmark.evaluation``) and render
-the page, the tables, the figures and DVC's metrics and plot series (``benchmark.report``)."""
+"""The metrics and report stages: gather scores, analyses, training histories and provenance and
+hand them to the libraries that compute metrics (``benchmark.evaluation``) and render the page,
+the tables, the figures and DVC's metrics and plot series (``benchmark.report``).
+
+``protocol_metrics`` (stage ``metrics-<P>``) computes one protocol's metrics, so a change to one
+method recomputes only the protocols it is in, and ``run protocol=P`` (an experiment too) ends
+with P's own headline AUCs; ``write`` (stage ``report``) puts every protocol into one page.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +17,15 @@ from benchmark.errors import UserError
 from benchmark.pipeline import specs
 
 RESULTS = Path("results")
+
+
+def metrics_paths(protocol: str) -> dict[str, Path]:
+    """Where ``metrics-<protocol>`` writes: tidy metrics, significance, DVC headline, curves."""
+    return {"csv": RESULTS / "metrics" / f"{protocol}.csv", "json": RESULTS / "metrics" / f"{protocol}.json",
+            "significance": RESULTS / "significance" / f"{protocol}.csv", "curves": RESULTS / "curves" / protocol}
+
+
+MODEL_CURVES = RESULTS / "curves" / "models"
 
 
 def _order(params: dict):
@@ -28,6 +42,27 @@ def grid_rows(params: dict, protocols=(), methods=()) -> dict[str, list[str]]:
     return out
 
 
+def protocol_metrics(params: dict, protocol: str, methods=()) -> list[Path]:
+    from benchmark.evaluation import compare, metrics
+    from benchmark.report import series
+    proto = config.load_protocol(protocol)
+    rows = grid_rows(params, [protocol], methods)[protocol]
+    files = [specs.scores_path(protocol, m, ts, s) for m in rows for ts in specs.protocol_train_sets(proto)
+             for s in params["grid"]["seeds"]]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        raise UserError(f"no scores of protocol {protocol} under results/scores; run `python -m benchmark run "
+                        f"protocol={protocol}` first")
+    scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    mcfg, out = params["metrics"], metrics_paths(protocol)
+    table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
+    io.write_csv(out["csv"], table)
+    io.write_csv(out["significance"], compare.significance(scores, mcfg["reference_method"]))
+    io.write_json(out["json"], series.headline(table, {protocol: proto}).get(protocol, {}))
+    curves = series.protocol_series(table, series.roc_frames(scores, {protocol: proto}), protocol, out["curves"])
+    return [out["csv"], out["json"], out["significance"], *curves]
+
+
 def histories(params: dict, rows: dict[str, list[str]]) -> dict[str, pd.DataFrame]:
     """{method: history.csv of its model at the grid's first seed} for every method with one."""
     seed, out = params["grid"]["seeds"][0], {}
@@ -40,32 +75,39 @@ def histories(params: dict, rows: dict[str, list[str]]) -> dict[str, pd.DataFram
     return out
 
 
-def write(params: dict, protocols=(), methods=()) -> list[Path]:
-    from benchmark.evaluation import compare, metrics
+def write(params: dict, protocols=(), methods=(), out_dir: Path = RESULTS) -> list[Path]:
+    """The report of the grid's protocols (plus any named here) into ``results/``; with another
+    ``out_dir``, of the named protocols only (``run protocol=P`` before the grid is complete)."""
+    from benchmark.evaluation import compare
     from benchmark.pipeline import provenance
     from benchmark.report import render_report, series
+    out_dir = Path(out_dir)
     rows = grid_rows(params, protocols, methods)
-    files = sorted(specs.scores_path(p, m, ts, s) for p, ms in rows.items() for m in ms
-                   for ts in specs.protocol_train_sets(config.load_protocol(p)) for s in params["grid"]["seeds"])
-    files = [f for f in files if f.is_file()]
-    if not files:
-        raise UserError("no scores under results/scores for the grid; run `python -m benchmark run` or dvc repro first")
-    scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    mcfg = params["metrics"]
-    table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
-    protos = {p: config.load_protocol(p) for p in rows if p in set(table["protocol"])}
-    io.write_csv(RESULTS / "metrics.csv", table)
-    io.write_csv(RESULTS / "significance.csv", compare.significance(scores, mcfg["reference_method"]))
-    io.write_csv(RESULTS / "metrics_seeds.csv", compare.seed_summary(table))
-    io.write_json(RESULTS / "metrics.json", series.headline(table, protos))
+    if out_dir != RESULTS:
+        rows = {p: rows[p] for p in protocols}
+    done = [p for p in rows if metrics_paths(p)["csv"].is_file()]
+    if not done:
+        raise UserError("no metrics under results/metrics for the grid; run `python -m benchmark run` or dvc repro first")
+    parts = [pd.read_csv(metrics_paths(p)["csv"]) for p in done]
+    table = pd.concat(parts, ignore_index=True)
+    table = table[[m in rows[p] for p, m in zip(table["protocol"], table["method"])]]  # methods since removed: out
+    sig = [metrics_paths(p)["significance"] for p in done if metrics_paths(p)["significance"].stat().st_size > 1]
+    significance = pd.concat([pd.read_csv(f) for f in sig], ignore_index=True) if sig else pd.DataFrame()
+    protos = {p: config.load_protocol(p) for p in done}
+    io.write_csv(out_dir / "metrics.csv", table)
+    io.write_csv(out_dir / "significance.csv", significance)
+    io.write_csv(out_dir / "metrics_seeds.csv", compare.seed_summary(table))
+    io.write_json(out_dir / "metrics.json", series.headline(table, protos))
     shown = sorted(table["method"].unique(), key=_order(params))
     prov = provenance.collect(params, shown, sorted(int(s) for s in table["seed"].unique()),
                               sorted(table["train_set"].unique()))
     hist = histories(params, rows)
     analyses = [specs.analysis_dir(m) for m in shown if specs.analysis_dir(m).is_dir()]
-    rocs = series.roc_frames(scores, protos)
-    written = series.write_series(table, rocs, protos, hist, analyses, RESULTS / "curves")
-    paths = render_report(table, prov, protos, RESULTS, histories=hist, analysis_dirs=analyses, rocs=rocs,
-                          **params["report"]["inputs"])
-    return [RESULTS / n for n in ("metrics.csv", "metrics.json", "significance.csv", "metrics_seeds.csv")] \
+    rocs = {k: v for p in done for k, v in series.read_rocs(metrics_paths(p)["curves"], p).items()}
+    inputs = dict(params["report"]["inputs"])
+    if out_dir != RESULTS:
+        inputs.update(figure_dir=out_dir / "figures", significance_csv=out_dir / "significance.csv")
+    written = series.model_series(hist, analyses, MODEL_CURVES) if out_dir == RESULTS else []
+    paths = render_report(table, prov, protos, out_dir, histories=hist, analysis_dirs=analyses, rocs=rocs, **inputs)
+    return [out_dir / n for n in ("metrics.csv", "metrics.json", "significance.csv", "metrics_seeds.csv")] \
         + written + paths

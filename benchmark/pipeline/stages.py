@@ -178,9 +178,12 @@ def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_
 
 
 def cost(params: dict) -> Path:
-    """results/cost.csv: parameters, GFLOPs, CPU images/s, peak training memory (benchmark/evaluation/cost.py)."""
+    """results/cost.csv: parameters, GFLOPs, CPU images/s, peak training memory (benchmark/evaluation/cost.py)
+    of every grid method, a variant with its resolved options."""
     from benchmark.evaluation import cost as cost_
-    return cost_.write_cost_table(params)
+    resolved = {m: dict(zip(("registered", "options"), resolve_method(params, m))) for m in params["grid"]["methods"]}
+    flat = {**params, "methods": {m: {"registered": r["registered"], **r["options"]} for m, r in resolved.items()}}
+    return cost_.write_cost_table(flat)
 
 
 def plots(params: dict) -> list[Path]:
@@ -197,9 +200,16 @@ def plots(params: dict) -> list[Path]:
     return [p for f in figs for p in (f.png, f.png.with_suffix(".svg"), f.png.with_suffix(".txt"))]
 
 
+def metrics(params: dict, *, protocol: str) -> list[Path]:
+    """One protocol's metrics (results/metrics/<P>.csv), significance tests, DVC headline AUCs
+    (results/metrics/<P>.json) and curves, of the grid's methods and seeds only."""
+    from benchmark.pipeline import reporting
+    return reporting.protocol_metrics(params, protocol)
+
+
 def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
-    """Metrics, tables, figures and DVC plot series of the grid's protocols and methods (plus
-    any named here), so scores left on disk by a method since removed never show up."""
+    """Every protocol's metrics in one page, the tables, figures and DVC plot series, of the
+    grid's protocols and methods (plus any named here)."""
     from benchmark.pipeline import reporting
     return reporting.write(params, protocols, methods)
 
@@ -223,6 +233,6 @@ def _indicator(params: dict, dataset: str):
 
 
 STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators, "distort": distort,
-                   "train": train, "evaluate": evaluate, "analyze": analyze, "cost": cost, "plots": plots,
-                   "report": report}
+                   "train": train, "evaluate": evaluate, "analyze": analyze, "metrics": metrics, "cost": cost,
+                   "plots": plots, "report": report}
 __all__ = ["graph", *STAGE_FUNCTIONS]

@@ -9,12 +9,15 @@ over seeds, of the protocol's table average -- the mean over its listed subsets 
 mean over its severities). About one number per table cell group, so ``dvc exp show`` stays
 readable.
 
-``write_series(...)`` writes, under ``out_dir`` (``results/curves``):
+``protocol_series(...)`` writes one protocol's, under ``results/curves/<protocol>/``:
 
-- ``<protocol>_severity/<method>.csv``: severity, then one AUC column per distortion (frame
-  level, subset ``all``, mean over seeds) for protocols with per-severity perturbations;
-- ``roc/<protocol>_<test_set>_<method>.csv``: fpr, tpr of the pooled scores (every condition
-  and seed; frame level, all subsets) for the figures of kind ``roc`` a protocol asks for;
+- ``severity/<method>.csv``: severity, then one AUC column per distortion (frame level, subset
+  ``all``, mean over seeds) for protocols with per-severity perturbations;
+- ``roc/<test_set>/<method>.csv``: fpr, tpr of the pooled scores (every condition and seed;
+  frame level, all subsets) for the figures of kind ``roc`` the protocol asks for;
+
+``model_series(...)`` the models', under ``results/curves/models/``:
+
 - ``step_auc/<method>.csv``: step, then one all-sample AUC column per test set (from the
   ``analyze`` stage's ``<method>_step_auc.csv``);
 - ``training/<method>.csv``: step (epochs counted across stages), stage, epoch, train_loss,
@@ -110,24 +113,38 @@ def roc_frames(scores: pd.DataFrame, protocols: dict) -> dict:
     return out
 
 
-def write_series(metrics: pd.DataFrame, rocs: dict, protocols: dict, histories: dict,
-                 analysis_dirs: list, out_dir: Path) -> list[Path]:
+def protocol_series(metrics: pd.DataFrame, rocs: dict, name: str, out_dir: Path) -> list[Path]:
+    """One protocol's series under ``out_dir``: ``severity/<method>.csv`` and ``roc/<test_set>/<method>.csv``."""
     out_dir, written = Path(out_dir), []
-
-    def put(path: Path, frame: pd.DataFrame) -> None:
-        io.write_csv(path, frame)
-        written.append(path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in protocols:
-        for method, frame in severity_frames(metrics, name).items():
-            put(out_dir / f"{name}_severity" / f"{method}.csv", frame)
-    for (name, test_set), frames in rocs.items():
+    out_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even when the protocol has no series
+    for method, frame in severity_frames(metrics, name).items():
+        written.append(out_dir / "severity" / f"{method}.csv")
+        io.write_csv(written[-1], frame)
+    for (protocol, test_set), frames in rocs.items():
         for method, frame in frames.items():
-            put(out_dir / "roc" / f"{name}_{test_set}_{method}.csv", frame)
+            written.append(out_dir / "roc" / test_set / f"{method}.csv")
+            io.write_csv(written[-1], frame)
+    return written
+
+
+def read_rocs(out_dir: Path, name: str) -> dict:
+    """The ROC frames ``protocol_series`` wrote for protocol ``name``, as ``roc_frames`` gives them."""
+    out = {}
+    for f in sorted((Path(out_dir) / "roc").glob("*/*.csv")):
+        out.setdefault((name, f.parent.name), {})[f.stem] = pd.read_csv(f)
+    return out
+
+
+def model_series(histories: dict, analysis_dirs: list, out_dir: Path) -> list[Path]:
+    """``training/<method>.csv`` from each history and ``step_auc/<method>.csv`` from each analysis."""
+    out_dir, written = Path(out_dir), []
+    out_dir.mkdir(parents=True, exist_ok=True)
     for d in analysis_dirs:
         got = step_auc_frame(d)
         if got is not None:
-            put(out_dir / "step_auc" / f"{got[0]}.csv", got[1])
+            written.append(out_dir / "step_auc" / f"{got[0]}.csv")
+            io.write_csv(written[-1], got[1])
     for method, history in histories.items():
-        put(out_dir / "training" / f"{method}.csv", training_frame(history))
+        written.append(out_dir / "training" / f"{method}.csv")
+        io.write_csv(written[-1], training_frame(history))
     return written
