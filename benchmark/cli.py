@@ -131,19 +131,18 @@ def run_verb(args: dict, params: dict, overrides: dict) -> int:
 
 
 def regression_verb(verb: str, rerun: bool, params: dict, overrides: dict) -> int:
-    """With ``rerun``, the grid first (with overrides: as a DVC experiment, whose metrics are
-    then read from it), then the check or the rewrite of the reference."""
-    from benchmark import io
+    """With ``rerun``, the grid first (with overrides such as ``profile=ci``: in its own workspace,
+    whose metrics are then read), then the check or the rewrite of the reference."""
+    from pathlib import Path
+
     from benchmark.evaluation import regression
-    from benchmark.pipeline import executor
     from benchmark.pipeline.provenance import git_commit
-    metrics_csv = "results/metrics.csv"
+    metrics_csv = Path("results/metrics.csv")
     if rerun:
-        names = pipeline.run(params, jobs=params["grid"]["jobs"], threads=params["grid"]["threads"],
+        where = pipeline.run(params, jobs=params["grid"]["jobs"], threads=params["grid"]["threads"],
                              overrides=overrides)
         if overrides:
-            metrics_csv = f".benchmark/experiments/{names[0]}/metrics.csv"
-            io.write_bytes(metrics_csv, executor.experiment_file(names[0], "results/metrics.csv"))
+            metrics_csv = Path(where[0]) / "results/metrics.csv"
     if verb == "update-reference":
         print(f"wrote {regression.update_reference(params, overrides.get('profile'), git_commit(), metrics_csv)}")
         return 0

@@ -32,11 +32,6 @@ def write_text(path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_bytes(path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 

@@ -1,6 +1,7 @@
 """The whole paper's pipeline on a tiny SynthFF, through `dvc repro` exactly as a user runs it:
 every protocol, one report; then `run` finds nothing to do, an experiment shows its metric
 beside the workspace's, and editing a helper invalidates only the stages of its users."""
+import json
 import os
 import re
 import shutil
@@ -188,17 +189,21 @@ def test_an_experiment_shows_its_metric_beside_the_workspace(project):
     subprocess.run([str(DVC), "checkout", "-q"], cwd=proj, env=env, check=True)
 
 
-def test_an_override_run_is_an_experiment_and_leaves_the_workspace_alone(project):
+def test_an_override_run_has_its_own_workspace_and_leaves_the_pipeline_alone(project):
     proj, env = project
     before = (proj / "models/ff_c23/dpl/seed0/model.pt").read_bytes()
     run = _run(proj, env, "run", "protocol=cross_quality", "method=dpl", "methods.dpl.hidden=8")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "[run]  experiment cross_quality-dpl-methods.dpl.hidden=8-" in run.stdout
-    assert "metrics-cross_quality" in run.stdout + run.stderr
-    assert (proj / "models/ff_c23/dpl/seed0/model.pt").read_bytes() == before
-    assert "hidden" not in (proj / "params.yaml").read_text().split("dpl:")[1].split("\n")[3]
+    ws = next((proj / ".benchmark/workspaces").glob("cross_quality-dpl-methods.dpl.hidden=8-*"))
+    assert f"[run]  .benchmark/workspaces/{ws.name}" in run.stdout
+    assert (proj / "models/ff_c23/dpl/seed0/model.pt").read_bytes() == before  # the pipeline's model untouched
+    assert (ws / "models/ff_c23/dpl/seed0/model.pt").read_bytes() != before
+    log = (ws / ".benchmark/logs/times.tsv").read_text()
+    assert "train-dpl-ff_c23@0" in log and "synthesize-ff" not in log  # unchanged stages came from DVC's run cache
+    assert json.loads((ws / "results/metrics/cross_quality.json").read_text())["dpl"]
     again = _run(proj, env, "run", "protocol=cross_quality", "method=dpl", "methods.dpl.hidden=8")
-    assert "[skip] experiment" in again.stdout, again.stdout[-1500:]
+    assert "[skip] .benchmark/workspaces/" in again.stdout, again.stdout[-1500:]
+    assert _run(proj, env, "run", "protocol=cross_quality", "method=dpl").stdout.count("[run]") == 0  # switching back
 
 
 def test_editing_a_helper_invalidates_only_its_users(project):

@@ -7,15 +7,17 @@ as soon as it finishes (a stage whose run DVC has cached is restored instead). S
 ``run`` ``dvc repro`` finds nothing to do, and the other way round. ``dvc repro`` runs one
 stage at a time; on 2 cores ``run`` with ``jobs=2`` runs two single-threaded stages at once.
 
-``run`` with params overrides (``train.epochs=2``, ``profile=paper``) never writes over the
-pipeline's outputs: it becomes a DVC experiment (``dvc exp run --temp``, its own workspace),
-named by its settings and code, and prints how it differs from the workspace. Switching back is
-free (the workspace never changed); an experiment already run with the same settings and code
-is not run again.
+``run`` with params overrides (``train.epochs=2``, ``profile=paper``, ``grid.methods=[…]``) never
+writes over the pipeline's outputs: it runs in its own workspace ``.benchmark/workspaces/<name>/``,
+named by its settings and a digest of them and of the code, which shares this project's DVC
+cache (what the overrides leave unchanged is restored from DVC's run cache). Switching back is
+free (the pipeline's outputs never changed); a workspace already run with the same settings and
+code is not run again. ``dvc exp run -S …`` is the other way to try a value (``dvc exp show``).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -185,56 +187,78 @@ def _last_error(log: Path) -> str:
     return (errors[-1] if errors else "no output") + f" (full log: {log})"
 
 
-# ---------------------------------------------------------------- experiments
-def experiment_name(protocol: str | None, method: str | None, overrides: dict) -> str:
-    """Named by its settings and the code it runs (HEAD and any uncommitted change)."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    diff = subprocess.run(["git", "diff", "HEAD"], capture_output=True, text=True).stdout
+# ---------------------------------------------------------------- override runs
+WORKSPACES = Path(".benchmark/workspaces")
+PROJECT = ("benchmark", "methods", "protocols", "profiles", "results/paper", ".dvcignore", ".gitignore")
+
+
+def workspace_name(protocol: str | None, method: str | None, overrides: dict) -> str:
+    """Named by its settings and a digest of them and of the code it runs."""
+    h = hashlib.sha256(json.dumps([protocol, method, sorted(overrides.items())]).encode())
+    for top in PROJECT[:4] + ("params.yaml",):
+        for f in sorted(Path(top).rglob("*")) if Path(top).is_dir() else [Path(top)]:
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(str(f).encode() + f.read_bytes())
     settings = "_".join(f"{k}={v}" for k, v in sorted(overrides.items()))
-    digest = hashlib.sha256("\n".join([head, diff, settings, str(protocol), str(method)]).encode()).hexdigest()[:8]
-    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", "-".join(x for x in (protocol, method, settings) if x))[:60]
-    return f"{slug.strip('_.-')}-{digest}"
-
-
-def _expanded(overrides: dict) -> list[str]:
-    """``key=value`` for DVC's ``-S``, a profile's overrides spelled out (its keys first)."""
-    import yaml
-
-    from benchmark import config
-    out = dict(overrides)
-    profile = out.pop("profile", None)
-    spelled = {}
-    if profile is not None:
-        spelled = {k: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
-                   for k, v in config.read_yaml(Path("profiles") / f"{profile}.yaml").items()}
-    return [f"{k}={v}" for k, v in {**spelled, **out}.items()]
+    slug = re.sub(r"[^A-Za-z0-9._=,-]+", "_", "-".join(x for x in (protocol, method, settings) if x))[:80]
+    return f"{slug.strip('_.-')}-{h.hexdigest()[:8]}"
 
 
 def experiment(params: dict, protocol: str | None, method: str | None, overrides: dict) -> list[str]:
-    """The overridden run as a DVC experiment in its own temporary workspace."""
-    from benchmark import config
-    base = config.load_params()
-    if dvcfile.render(params) != dvcfile.render(base):
-        raise UserError("these overrides change the grid's stages (its protocols, methods, datasets or distortions); "
-                        "edit params.yaml, run `python -m benchmark dag`, and run again")
-    insts = graph.instances(params)
-    picked = select(insts, protocol, method) if protocol or method else set()
-    targets = sorted(picked | {i.name for i in _metrics(insts, picked)})
-    name = experiment_name(protocol, method, overrides)
-    dvc = [sys.executable, "-m", "dvc"]
-    listed = subprocess.run([*dvc, "exp", "list", "--name-only"], capture_output=True, text=True)
-    if name in listed.stdout.split():
-        print(f"[skip] experiment {name}: already run with these settings and this code", flush=True)
+    """The overridden run in its own workspace ``.benchmark/workspaces/<name>/``: a copy of the
+    project with the overrides written into its params.yaml and its own dvc.yaml, sharing this
+    project's DVC cache (so every stage the overrides leave unchanged is restored from DVC's run
+    cache, not recomputed). The pipeline's outputs here are never touched."""
+    import yaml
+    name = workspace_name(protocol, method, overrides)
+    ws = WORKSPACES / name
+    done = ws / ".benchmark" / "done"
+    if done.is_file():
+        print(f"[skip] {ws}: already run with these settings and this code", flush=True)
     else:
         with locks.run_lock():
-            cmd = [*dvc, "exp", "run", "--temp", "-n", name, *(a for o in _expanded(overrides) for a in ("-S", o)),
-                   *targets]
-            print(f"[run]  experiment {name}: {' '.join(cmd[2:])}", flush=True)
-            if subprocess.run(cmd, env=_env(1)).returncode != 0:
-                raise UserError(f"experiment {name} failed; see the output above")
-    subprocess.run([*dvc, "exp", "diff", "HEAD", name])
-    print(f"experiment {name}: `dvc exp show` compares it; `dvc exp apply {name}` puts its results in the workspace")
-    return [name]
+            _make_workspace(ws, params)
+            argv = [sys.executable, "-m", "benchmark", "run", *(f"{k}={v}" for k, v in
+                                                                 (("protocol", protocol), ("method", method)) if v)]
+            print(f"[run]  {ws}: python -m benchmark run {' '.join(argv[4:])} with "
+                  f"{' '.join(f'{k}={v}' for k, v in overrides.items())}", flush=True)
+            if subprocess.run(argv, cwd=ws, env={**os.environ, "PYTHONPATH": str(ws.resolve())}).returncode != 0:
+                raise UserError(f"the run in {ws} failed; see the output above")
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(yaml.safe_dump(overrides))
+    report = next((p for p in (ws / "results/report.html", *sorted(ws.glob("results/protocols/*/report.html")))
+                   if p.is_file()), None)
+    print(f"results of {name}: {report or ws / 'results'}")
+    return [str(ws)]
+
+
+def _make_workspace(ws: Path, params: dict) -> None:
+    import shutil
+
+    import yaml
+
+    from benchmark import io
+    if ws.exists():
+        shutil.rmtree(ws)  # an unfinished earlier attempt
+    for item in PROJECT:
+        src = Path(item)
+        if src.is_dir():
+            shutil.copytree(src, ws / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            (ws / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, ws / item)
+    io.write_text(ws / "params.yaml", yaml.safe_dump(params, sort_keys=False))
+    cwd = Path.cwd()
+    try:
+        os.chdir(ws)
+        dvcfile.write(params)
+    finally:
+        os.chdir(cwd)
+    dvc = [sys.executable, "-m", "dvc"]
+    for cmd in (["init", "--no-scm", "-q"], ["config", "cache.dir", str((cwd / ".dvc/cache").resolve())],
+                ["config", "cache.type", "hardlink,symlink,copy"], ["config", "core.analytics", "false"]):
+        if subprocess.run([*dvc, *cmd], cwd=ws, capture_output=True, text=True).returncode != 0:
+            raise UserError(f"could not set up the DVC workspace {ws} (dvc {' '.join(cmd)})")
 
 
 # ---------------------------------------------------------------- jobs for a cluster
@@ -268,12 +292,3 @@ def job_lines(params: dict, protocol: str | None = None, method: str | None = No
     return lines or ["# nothing to run: every stage is up to date"]
 
 
-def experiment_file(name: str, path: str) -> bytes:
-    """The bytes of ``path`` (a DVC output or a git-tracked file) in experiment ``name``."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], capture_output=True,
-                          text=True).stdout.split()
-    ref = next((r for r in refs if r.rsplit("/", 1)[-1] == name), None)
-    if ref is None:
-        raise UserError(f"no experiment named {name}; `dvc exp list` shows them")
-    import dvc.api
-    return dvc.api.read(path, rev=ref, mode="rb")

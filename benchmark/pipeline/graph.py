@@ -139,7 +139,7 @@ def train_stage(params: dict, method: str, train_set: str, reuse: str | None = N
     deps += [str(specs.model_dir(train_set, reuse, SEED))] if reuse else []
     return Stage("train", args, deps + code_deps("train", [specs.resolve_method(params, method)[0]]),
                  ["train", *method_params(params, method)],
-                 [Out(str(specs.model_dir(train_set, method, SEED)), persist=True)],
+                 [Out(str(specs.model_dir(train_set, method, SEED)))],
                  key=f"{method}-{train_set}", seeded=True, meta={"method": method, "train_set": train_set})
 
 

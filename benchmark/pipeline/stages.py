@@ -20,6 +20,8 @@ from benchmark.pipeline.specs import (analysis_dir, dataset_cfg, dataset_class, 
                                       indicators_json, model_dir, parse_train_set, protocol_train_sets,
                                       resolve_method, scores_path, test_sets)
 
+WORK = Path(".benchmark/work")  # where a training runs (and resumes) until it has finished
+
 
 def synthesize(params: dict, *, dataset: str = "ff") -> Path:
     """Generate a synthetic dataset: params ``synthff`` updated by ``datasets.<dataset>.synthff``
@@ -84,9 +86,28 @@ def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | 
     data = TrainFrames(rows, faces, seed=seed, augment=augment,
                        pair_manifest=pair_rows(faces, spec) if "quality_pair" in model.requires else None,
                        manipulation="manipulation_label" in model.requires)
-    engine.train(model, data, out, params["train"], seed, levels=_indicator(params, spec["dataset"]).levels,
+    work = WORK / "__".join(out.parts)  # resumable across kills; DVC empties `out` before a stage runs
+    engine.train(model, data, work, params["train"], seed, levels=_indicator(params, spec["dataset"]).levels,
                  fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed))
+    _publish(work, out)
     return out / "model.pt"
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Move a finished training into its output: model.pt, train.json, history.csv and the last
+    checkpoint of every stage but the final one (a variant may reuse it: ``_reuse``)."""
+    from benchmark.engine import stage_dirs
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    names = list(json.loads((work / "train.json").read_text()).get("recipe") or ["train"])
+    for name in ("model.pt", "train.json", "history.csv"):
+        (work / name).replace(out / name)
+    for name, d in list(zip(names, stage_dirs(work, names)))[:-1]:
+        last = max(d.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+        (out / name).mkdir()
+        last.replace(out / name / last.name)
+    shutil.rmtree(work)
 
 
 def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out: Path) -> bool:
