@@ -28,12 +28,12 @@ def test_every_row_is_a_methods_entry(name):
 
 
 def test_run_uses_the_protocol_rows(monkeypatch):
-    from benchmark.pipeline import executor, graph
+    from benchmark.pipeline import dag, executor
     monkeypatch.chdir(ROOT)
-    insts = graph.instances(config.load_params(root=ROOT))
+    insts = dag.instances(config.load_params(root=ROOT))
     picked = executor.select(insts, "ablation_fusion", None)
     assert picked == {f"evaluate-ablation_fusion-{m}@0" for m in ("dpl", "dpl_concat", "dpl_attention")}
-    trains = {n for n in graph.with_upstream(insts, picked) if n.startswith("train-")}
+    trains = {n for n in dag.with_upstream(insts, picked) if n.startswith("train-")}
     assert trains == {f"train-{m}-ff_c23@0" for m in ("dpl", "dpl_concat", "dpl_attention")}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from benchmark import config, pipeline
 from benchmark.errors import UserError
-from benchmark.pipeline import dvcfile, graph, reporting
+from benchmark.pipeline import dag, dvcfile, graph, reporting
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,8 +78,8 @@ def test_stage_keys_chain_through_upstream_stages(monkeypatch):
     assert pipeline.stage_key("train", config.load_params({"evaluate.batch_size": "8"}), **args) == base  # not read by train
     assert pipeline.stage_key("train", config.load_params({"synthff.frames": "8"}), **args) != base  # upstream data
     assert pipeline.stage_key("train", params, **{**args, "seed": 1}) != base
-    insts = graph.instances(params)
-    up = graph.upstream(insts)["evaluate-cross_quality-dpl@0"]
+    insts = dag.instances(params)
+    up = dag.upstream(insts)["evaluate-cross_quality-dpl@0"]
     assert up == ["extract-ff", "indicators-ff", "train-dpl-ff_c23@0"]
 
 
@@ -128,9 +128,9 @@ def test_a_variant_in_the_grid_gets_its_roots_code(monkeypatch):
 
 def test_waves_put_every_stage_after_what_it_reads(monkeypatch):
     monkeypatch.chdir(ROOT)
-    insts = graph.instances(config.load_params())
-    up, seen = graph.upstream(insts), set()
-    for wave in graph.waves(insts):
+    insts = dag.instances(config.load_params())
+    up, seen = dag.upstream(insts), set()
+    for wave in dag.waves(insts):
         assert all(set(up[i.name]) <= seen for i in wave)
         seen |= {i.name for i in wave}
     assert len(seen) == len(insts)
@@ -149,7 +149,7 @@ def test_run_refuses_what_the_grid_does_not_hold(monkeypatch, protocol, method, 
     from benchmark.pipeline import executor
     monkeypatch.chdir(ROOT)
     with pytest.raises(UserError, match=message):
-        executor.select(graph.instances(config.load_params()), protocol, method)
+        executor.select(dag.instances(config.load_params()), protocol, method)
 
 
 def test_a_second_run_in_the_same_checkout_refuses(tmp_path, monkeypatch):
@@ -201,7 +201,7 @@ def test_distortion_protocol_expands_test_sets_and_chains_distort_stages(monkeyp
     n = len(proto["distortions"]["codes"]) * len(proto["distortions"]["severities"])
     assert len(sets) == n * len(proto["test_sets"])
     assert any(t["faces"] == "ff@VC5" and t["perturbation"] == "VC" and t["severity"] == 5 for t in sets)
-    up = graph.upstream(graph.instances(config.load_params()))["evaluate-robustness-baseline@0"]
+    up = dag.upstream(dag.instances(config.load_params()))["evaluate-robustness-baseline@0"]
     assert sum(u.startswith("distort-ff-") for u in up) == n
     assert pipeline.test_sets(config.load_protocol("cross_quality"))[0]["faces"] == "ff"
 
@@ -221,8 +221,8 @@ def test_cross_manipulation_train_sets_and_rows(monkeypatch):
     for bad in ("ff", "zz_c23", "ff_c99", "ff_c23_"):
         with pytest.raises(UserError, match="unknown train_set"):
             pipeline.parse_train_set(bad, params)
-    insts = {i.name: i for i in graph.instances(params)}
-    up = graph.upstream(list(insts.values()))["evaluate-cross_manipulation-baseline@0"]
+    insts = {i.name: i for i in dag.instances(params)}
+    up = dag.upstream(list(insts.values()))["evaluate-cross_manipulation-baseline@0"]
     assert [u for u in up if u.startswith("train-")] == [f"train-baseline-{t}@0" for t in sorted(pipeline.protocol_train_sets(proto))]
     assert insts["evaluate-cross_manipulation-baseline@0"].outs == \
         [f"results/scores/cross_manipulation/baseline/ff_c23_{m}_seed0.parquet" for m in ("DF", "F2F", "FS", "NT")]
@@ -232,7 +232,7 @@ def test_cross_manipulation_train_sets_and_rows(monkeypatch):
     with pytest.raises(UserError, match="no FS fakes"):
         pipeline.train_rows(pipeline.parse_train_set("ff_c23_FS", params), manifest)
     # the stand-in test sets: synthesised per dataset, binned with the training set's indicator edges
-    ups = graph.upstream(list(insts.values()))
+    ups = dag.upstream(list(insts.values()))
     assert ups["extract-cdf"] == ["synthesize-cdf"] and ups["indicators-cdf"] == ["extract-cdf", "indicators-ff"]
 
 

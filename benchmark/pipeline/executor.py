@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.pipeline import dvcfile, graph, locks
+from benchmark.pipeline import dag, dvcfile, locks
 
 LOGS = Path(".benchmark/logs")
 
 
-def select(insts: list[graph.Instance], protocol: str | None, method: str | None) -> set[str]:
+def select(insts: list[dag.Instance], protocol: str | None, method: str | None) -> set[str]:
     """The instances ``run protocol=P [method=M]`` targets (all when no protocol)."""
     if protocol is None and method is None:
         return {i.name for i in insts}
@@ -72,12 +72,12 @@ def run(params: dict, protocol: str | None = None, method: str | None = None, jo
         return experiment(params, protocol, method, overrides)
     with locks.run_lock():
         dvcfile.check(params)
-        insts = graph.instances(params)
+        insts = dag.instances(params)
         targets = select(insts, protocol, method)
         repo = _repo()
         try:
-            wanted = graph.with_upstream(insts, targets)
-            ran = _execute(repo, [i for w in graph.waves(insts, wanted) for i in w], jobs, threads)
+            wanted = dag.with_upstream(insts, targets)
+            ran = _execute(repo, [i for w in dag.waves(insts, wanted) for i in w], jobs, threads)
             if protocol is not None or method is not None:  # metrics over the scores that exist now
                 ran += _execute(repo, _metrics(insts, targets), jobs, threads)
                 ran += _report(repo, params, insts, protocol, threads)
@@ -86,13 +86,13 @@ def run(params: dict, protocol: str | None = None, method: str | None = None, jo
     return ran
 
 
-def _metrics(insts: list[graph.Instance], targets: set[str]) -> list[graph.Instance]:
+def _metrics(insts: list[dag.Instance], targets: set[str]) -> list[dag.Instance]:
     """The ``metrics-<P>`` stages of the protocols the targets belong to."""
     protocols = {i.stage.meta.get("protocol") for i in insts if i.name in targets}
     return [i for i in insts if i.stage.verb == "metrics" and i.stage.meta["protocol"] in protocols]
 
 
-def _report(repo, params: dict, insts: list[graph.Instance], protocol: str | None, threads: int) -> list[str]:
+def _report(repo, params: dict, insts: list[dag.Instance], protocol: str | None, threads: int) -> list[str]:
     """The grid's report once every input it reads exists; until then the protocol's own page."""
     from benchmark.pipeline import reporting
     report = [i for i in insts if i.stage.verb == "report"]
@@ -113,10 +113,10 @@ def _env(threads: int) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "BENCHMARK_THREADS": n}
 
 
-def _execute(repo, todo: list[graph.Instance], jobs: int, threads: int) -> list[str]:
+def _execute(repo, todo: list[dag.Instance], jobs: int, threads: int) -> list[str]:
     """Run the stale ones among ``todo`` (topologically ordered), ``jobs`` at a time."""
     from dvc.stage.cache import RunCacheNotFoundError
-    up = graph.upstream(todo)
+    up = dag.upstream(todo)
     names = {i.name for i in todo}
     stale = _stale(repo, sorted(names))
     done, running, ran, failed = set(), {}, [], None
@@ -269,15 +269,15 @@ def job_lines(params: dict, protocol: str | None = None, method: str | None = No
     Only the stages DVC reports stale unless ``everything`` (or outside a DVC project). With
     ``wave=N`` just that wave's commands, one per line."""
     dvcfile.check(params)
-    insts = graph.instances(params)
-    wanted = graph.with_upstream(insts, select(insts, protocol, method))
+    insts = dag.instances(params)
+    wanted = dag.with_upstream(insts, select(insts, protocol, method))
     if not everything and Path(".dvc").is_dir():
         repo = _repo()
         try:
             wanted &= _stale(repo, sorted(wanted))
         finally:
             repo.close()
-    waves = graph.waves(insts, wanted)
+    waves = dag.waves(insts, wanted)
     if wave is not None:
         if not 1 <= wave <= max(len(waves), 1):
             raise UserError(f"wave={wave}: there are {len(waves)} waves (1..{len(waves)})")

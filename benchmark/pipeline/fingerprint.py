@@ -10,20 +10,20 @@ import json
 from pathlib import Path
 
 from benchmark import config
-from benchmark.pipeline import graph
+from benchmark.pipeline import dag, graph
 
 CODE_DIRS = ("benchmark/", "methods/")
 
 
 def stage_key(verb: str, params: dict, **args) -> str:
-    insts = graph.instances(params)
+    insts = dag.instances(params)
     seed = args.get("seed")
     want = {k: str(v) for k, v in args.items()}
     for inst in insts:
         if inst.stage.verb == verb and {k: _arg(v, inst.seed) for k, v in inst.stage.args.items()} == want:
             return _key(inst, insts, params)
     extra = _ad_hoc(verb, params, args)  # a command outside the grid (`train method=X` by hand)
-    inst = graph.instances({**params, "grid": {**params["grid"], "seeds": [seed]}}, [extra])[0]
+    inst = dag.instances({**params, "grid": {**params["grid"], "seeds": [seed]}}, [extra])[0]
     return _key(inst, insts + [inst], params)
 
 
@@ -48,7 +48,7 @@ def _key(inst, insts, params: dict, memo: dict | None = None) -> str:
     for key in inst.stage.params:
         h.update(json.dumps([key, config.subtree(params, key)], sort_keys=True, default=str).encode())
     for dep in inst.deps:
-        ups = [p for o, p in producers.items() if graph._inside(dep, o)]
+        ups = [p for o, p in producers.items() if dag._inside(dep, o)]
         if ups:
             for up in sorted(ups, key=lambda i: i.name):
                 h.update(_key(up, insts, params, memo).encode())

@@ -15,7 +15,6 @@ import pandas as pd
 from benchmark import config, io, registry
 from benchmark.data.selection import frames_subset, manifest_rows, pair_rows, train_rows
 from benchmark.errors import UserError
-from benchmark.pipeline import graph
 from benchmark.pipeline.specs import (analysis_dir, dataset_cfg, dataset_class, distorted_name, faces_dir,
                                       indicators_json, model_dir, parse_train_set, protocol_train_sets,
                                       resolve_method, scores_path, test_sets)
@@ -256,4 +255,3 @@ def _indicator(params: dict, dataset: str):
 STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators, "distort": distort,
                    "train": train, "evaluate": evaluate, "analyze": analyze, "metrics": metrics, "cost": cost,
                    "plots": plots, "report": report}
-__all__ = ["graph", *STAGE_FUNCTIONS]
