@@ -115,63 +115,81 @@ def _env(threads: int) -> dict:
 
 def _execute(repo, todo: list[dag.Instance], jobs: int, threads: int) -> list[str]:
     """Run the stale ones among ``todo`` (topologically ordered), ``jobs`` at a time."""
-    from dvc.stage.cache import RunCacheNotFoundError
     up = dag.upstream(todo)
     names = {i.name for i in todo}
     stale = _stale(repo, sorted(names))
-    done, running, ran, failed = set(), {}, [], None
+    done, changed, running, ran, failed = set(), set(), {}, [], None
     pending = list(todo)
     LOGS.mkdir(parents=True, exist_ok=True)
     while pending or running:
-        ready = [i for i in pending if all(u in done or u not in names for u in up[i.name])] if failed is None else []
-        for inst in ready:
-            if len(running) >= max(1, jobs):
-                break
-            pending.remove(inst)
-            if inst.name not in stale and not repo.status(targets=[inst.name]):
-                print(f"[skip] {inst.name}: up to date", flush=True)
-                done.add(inst.name)
-                continue
-            stage = _dvc_stage(repo, inst.name)
-            stage.remove_outs(ignore_remove=False, force=False)
-            try:
-                repo.stage_cache.restore(stage)
-                repo.commit(inst.name, force=True)
-                print(f"[done] {inst.name}: restored from DVC's run cache", flush=True)
-                done.add(inst.name)
-                continue
-            except RunCacheNotFoundError:
-                pass
-            print(f"[run]  {inst.name}", flush=True)
-            log = open(LOGS / f"{inst.name}.log", "w")
-            argv = [sys.executable, *inst.argv[1:]]  # "python -m benchmark …" with this interpreter
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=_env(threads))
-            running[proc.pid] = (inst, proc, log, time.perf_counter())
+        progressed = True
+        while progressed and failed is None and len(running) < max(1, jobs):
+            progressed = False
+            for inst in [i for i in pending if all(u in done or u not in names for u in up[i.name])]:
+                if len(running) >= max(1, jobs):
+                    break
+                pending.remove(inst)
+                progressed = True
+                # a stage DVC found current stays so unless something it reads was remade in this run
+                if inst.name not in stale and not (set(up[inst.name]) & changed and repo.status(targets=[inst.name])):
+                    print(f"[skip] {inst.name}: up to date", flush=True)
+                    done.add(inst.name)
+                elif _restore(repo, inst.name):
+                    print(f"[done] {inst.name}: restored from DVC's run cache", flush=True)
+                    done.add(inst.name)
+                    changed.add(inst.name)
+                else:
+                    running.update(_start(inst, threads))
         if not running:
-            if pending and failed is None and not ready:
+            if pending and failed is None:
                 raise UserError(f"stages {', '.join(i.name for i in pending)} wait on stages outside the run")
             break
         pid, status, usage = os.wait4(-1, 0)
         if pid not in running:
             continue
-        inst, proc, log, start = running.pop(pid)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        inst, log, start = running.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
         log.close()
-        cpu = usage.ru_utime + usage.ru_stime
+        wall, cpu = time.perf_counter() - start, usage.ru_utime + usage.ru_stime
         with open(LOGS / "times.tsv", "a") as fh:
-            fh.write(f"{inst.name}\t{time.perf_counter() - start:.1f}\t{usage.ru_utime:.1f}\t{usage.ru_stime:.1f}\n")
-        if proc.returncode != 0:
-            failed = failed or (inst, proc.returncode)
-            print(f"[fail] {inst.name}: exit {proc.returncode} (log: {LOGS / (inst.name + '.log')})", flush=True)
+            fh.write(f"{inst.name}\t{wall:.1f}\t{usage.ru_utime:.1f}\t{usage.ru_stime:.1f}\n")
+        if code != 0:
+            failed = failed or (inst, code)
+            print(f"[fail] {inst.name}: exit {code} (log: {LOGS / (inst.name + '.log')})", flush=True)
             continue
         repo.commit(inst.name, force=True)
-        print(f"[done] {inst.name}: {time.perf_counter() - start:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+        print(f"[done] {inst.name}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
         done.add(inst.name)
+        changed.add(inst.name)
         ran.append(inst.name)
     if failed is not None:
         inst, code = failed
         raise UserError(f"stage {inst.name} failed (exit {code}): {_last_error(LOGS / (inst.name + '.log'))}")
     return ran
+
+
+def _restore(repo, name: str) -> bool:
+    """Empty the stage's outputs as ``dvc repro`` would; restore them from DVC's run cache when it
+    has run with these deps and params before (then record it)."""
+    from dvc.repo import lock_repo
+    from dvc.stage.cache import RunCacheNotFoundError
+    with lock_repo(repo):
+        stage = _dvc_stage(repo, name)
+        stage.remove_outs(ignore_remove=False, force=False)
+        try:
+            repo.stage_cache.restore(stage)
+        except RunCacheNotFoundError:
+            return False
+        repo.commit(name, force=True)
+    return True
+
+
+def _start(inst: dag.Instance, threads: int) -> dict:
+    print(f"[run]  {inst.name}", flush=True)
+    log = open(LOGS / f"{inst.name}.log", "w")
+    argv = [sys.executable, *inst.argv[1:]]  # "python -m benchmark …" with this interpreter
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=_env(threads))
+    return {proc.pid: (inst, log, time.perf_counter())}
 
 
 def _dvc_stage(repo, name: str):

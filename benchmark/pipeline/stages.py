@@ -183,8 +183,9 @@ def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_
     train_set = protocol_train_sets(proto)[0]
     model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
     indicators = {d: _indicator(params, d) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
-    tests = [(t["name"], manifest_rows(faces_dir(t["dataset"]), t["quality"], t["split"]), faces_dir(t["dataset"]),
-              indicators[t["dataset"]]) for t in proto["test_sets"]]
+    tests = [(t["name"], frames_subset(manifest_rows(faces_dir(t["dataset"]), t["quality"], t["split"]),
+                                       proto.get("frames_per_video")), faces_dir(t["dataset"]), indicators[t["dataset"]])
+             for t in proto["test_sets"]]
     tables = {}
     for ds in indicators:
         table = Path("data/indicators") / f"{ds}.parquet"
