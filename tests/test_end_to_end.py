@@ -219,3 +219,14 @@ def test_editing_a_helper_invalidates_only_its_users(project):
     assert "train-dpl-ff_c23@0" in stale and "train-dpl_concat-ff_c23@0" in stale
     code_stale = {n for n in stale if n.startswith(("train-", "evaluate-", "analyze-"))}
     assert not any("baseline" in n or "qad" in n or "ucf" in n for n in code_stale), sorted(code_stale)
+
+
+@pytest.mark.parametrize("width", [1024, 1920])
+def test_the_whole_papers_report_has_no_overlaps(project, tmp_path, width):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _chromium import CHROMIUM, probe
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (Debian: apt-get install chromium)")
+    proj, _ = project
+    got = probe(proj / "results/report.html", width, tmp_path)
+    assert got["overlaps"] == [] and got["width"] <= got["viewport"], got["overlaps"][:5]

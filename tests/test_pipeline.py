@@ -106,6 +106,13 @@ def test_the_default_grid_is_the_whole_paper(monkeypatch):
     reuse = {s.meta["method"]: s.args.get("reuse") for s in stages if s.verb == "train" and s.meta["train_set"] == "ff_c23"}
     assert reuse["dpl_wo_stage2"] == "dpl" and reuse["baseline_resnet"] == "baseline" and reuse["dpl"] is None
     assert [s.name for s in stages if s.verb == "analyze"] == ["analyze-dpl"]
+    # the same model on the same test sets under the same conditions is scored once
+    evaluated = {(s.meta["protocol"], s.meta["method"]) for s in stages if s.verb == "evaluate"}
+    assert ("cross_quality", "dpl") in evaluated and ("ablation_fusion", "dpl") not in evaluated
+    fusion = next(s for s in stages if s.name == "metrics-ablation_fusion")
+    assert fusion.deps[:3] == ["results/scores/cross_quality/dpl", "results/scores/ablation_fusion/dpl_concat",
+                               "results/scores/ablation_fusion/dpl_attention"]
+    assert ("robustness", "dpl") in evaluated  # other test sets: its own scores
 
 
 def test_a_method_depends_on_the_helpers_it_imports():

@@ -35,11 +35,11 @@ def select(insts: list[dag.Instance], protocol: str | None, method: str | None) 
     """The instances ``run protocol=P [method=M]`` targets (all when no protocol)."""
     if protocol is None and method is None:
         return {i.name for i in insts}
-    picked = {i.name for i in insts if i.stage.verb in ("evaluate", "analyze")
-              and (protocol is None or i.stage.meta.get("protocol") == protocol)
+    def serves(i) -> bool:  # an evaluate stage also scores the protocols that share its scores
+        return protocol is None or protocol in i.stage.meta.get("protocols", [i.stage.meta.get("protocol")])
+    picked = {i.name for i in insts if i.stage.verb in ("evaluate", "analyze") and serves(i)
               and (method is None or i.stage.meta.get("method") == method)}
-    evals = {i.stage.meta.get("method") for i in insts if i.stage.verb == "evaluate"
-             and (protocol is None or i.stage.meta.get("protocol") == protocol)}
+    evals = {i.stage.meta.get("method") for i in insts if i.stage.verb == "evaluate" and serves(i)}
     if method is not None and not any(i.name in picked and i.stage.verb == "evaluate" for i in insts):
         picked = set()
     if not picked:
@@ -88,7 +88,8 @@ def run(params: dict, protocol: str | None = None, method: str | None = None, jo
 
 def _metrics(insts: list[dag.Instance], targets: set[str]) -> list[dag.Instance]:
     """The ``metrics-<P>`` stages of the protocols the targets belong to."""
-    protocols = {i.stage.meta.get("protocol") for i in insts if i.name in targets}
+    protocols = {p for i in insts if i.name in targets
+                 for p in i.stage.meta.get("protocols", [i.stage.meta.get("protocol")])}
     return [i for i in insts if i.stage.verb == "metrics" and i.stage.meta["protocol"] in protocols]
 
 

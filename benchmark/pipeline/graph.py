@@ -165,19 +165,46 @@ def stages(params: dict) -> list[Stage]:
     for m, ts in trained:
         base = (params["methods"][m] or {}).get("base")
         out.append(train_stage(params, m, ts, reuse=base if (base, ts) in trained else None))
-    out += [evaluate_stage(params, p, m, protos[p]) for p in protos for m in rows[p]]
+    sources = score_sources(protos, rows)
+    for p in protos:
+        for m in rows[p]:
+            if sources[(p, m)] == p:
+                out.append(evaluate_stage(params, p, m, protos[p]))
+                out[-1].meta["protocols"] = [q for q in protos if sources.get((q, m)) == p]
     out += analyze_stages(params, protos, rows)
-    out += [metrics_stage(p) for p in protos]
+    out += [metrics_stage(p, {m: sources[(p, m)] for m in rows[p]}) for p in protos]
     out += [plots_stage(params), cost_stage(params), report_stage(params, out)]
     return out
 
 
-def metrics_stage(protocol: str) -> Stage:
-    """One protocol's metrics, significance tests, DVC headline AUCs and curves (``reporting``)."""
+def evaluation_key(proto: dict) -> str:
+    """What a protocol's scores depend on besides the model: its train sets, test sets (not their
+    labels), conditions and frames per video. Two protocols with one key score a model alike."""
+    import json
+    tests = sorted([str(t.get(k)) for k in ("name", "dataset", "quality", "split")] for t in proto["test_sets"])
+    return json.dumps([specs.protocol_train_sets(proto), tests, proto.get("distortions"), proto.get("conditions"),
+                       proto.get("frames_per_video")], sort_keys=True)
+
+
+def score_sources(protos: dict, rows: dict) -> dict[tuple[str, str], str]:
+    """{(protocol, method): the protocol whose evaluate stage scores it}: the first grid protocol
+    with the same ``evaluation_key`` that lists the method (an ablation's DPL row reads the
+    cross-quality scores of the same model on the same test sets)."""
+    keys, out = {p: evaluation_key(pr) for p, pr in protos.items()}, {}
+    for p in protos:
+        for m in rows[p]:
+            out[(p, m)] = next(q for q in protos if keys[q] == keys[p] and m in rows[q])
+    return out
+
+
+def metrics_stage(protocol: str, sources: dict[str, str]) -> Stage:
+    """One protocol's metrics, significance tests, DVC headline AUCs and curves (``reporting``),
+    from the scores of each of its methods (``sources``: {method: protocol that scored it})."""
     from benchmark.pipeline.reporting import metrics_paths
     out = metrics_paths(protocol)
+    scores = [str(specs.scores_path(src, m, "x", 0).parent) for m, src in sources.items()]
     return Stage("metrics", {"protocol": protocol},
-                 [f"results/scores/{protocol}", f"protocols/{protocol}.yaml", *code_deps("metrics")],
+                 [*scores, f"protocols/{protocol}.yaml", *code_deps("metrics")],
                  ["metrics", "grid.methods", "grid.seeds"],
                  [Out(str(out["csv"])), Out(str(out["significance"])), Out(str(out["curves"])),
                   Out(str(out["json"]), cache=False, metric=True)], key=protocol, meta={"protocol": protocol})

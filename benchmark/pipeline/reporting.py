@@ -45,15 +45,18 @@ def grid_rows(params: dict, protocols=(), methods=()) -> dict[str, list[str]]:
 def protocol_metrics(params: dict, protocol: str, methods=()) -> list[Path]:
     from benchmark.evaluation import compare, metrics
     from benchmark.report import series
+    from benchmark.pipeline import graph
     proto = config.load_protocol(protocol)
-    rows = grid_rows(params, [protocol], methods)[protocol]
-    files = [specs.scores_path(protocol, m, ts, s) for m in rows for ts in specs.protocol_train_sets(proto)
-             for s in params["grid"]["seeds"]]
+    all_rows = grid_rows(params, [protocol], methods)
+    rows = all_rows[protocol]
+    sources = graph.score_sources({p: config.load_protocol(p) for p in all_rows}, all_rows)
+    files = [specs.scores_path(sources[(protocol, m)], m, ts, s) for m in rows
+             for ts in specs.protocol_train_sets(proto) for s in params["grid"]["seeds"]]
     files = [f for f in files if f.is_file()]
     if not files:
         raise UserError(f"no scores of protocol {protocol} under results/scores; run `python -m benchmark run "
                         f"protocol={protocol}` first")
-    scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).assign(protocol=protocol)
     mcfg, out = params["metrics"], metrics_paths(protocol)
     table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
     io.write_csv(out["csv"], table)

@@ -19,7 +19,17 @@ Optional extras (keyword arguments; None = left out, so tests never pick up stra
 - ``plot_dirs``: directories whose ``*.png`` (+ ``.txt`` caption) other stages made; embedded
   inline (base64) in a "Figures" section;
 - ``cost_csv`` / ``significance_csv``: rendered as their own sections and
-  ``tables/cost.{html,tex}`` / ``tables/significance.{html,tex}`` when the file exists.
+  ``tables/cost.{html,tex}`` / ``tables/significance.{html,tex}`` when the file exists;
+- ``histories``: {method: history.csv frame}: the training curves figure
+  (``benchmark.report.curves``); ``analysis_dirs``: folders of the ``analyze`` stage, whose plots
+  get an "analysis" section (one copy of a plot shared by several methods); ``rocs``:
+  {(protocol, test set): {method: (fpr, tpr)}} for the protocols' ``roc`` figures.
+
+The page opens with a table of contents (every section and its tables). Beside a protocol's first
+frame-level table sit the published tables (a box) and, under the measured table, its difference
+to them (``benchmark.report.paper.difference_table``); with several seeds every cell shows mean ±
+sd over them. The layout wraps rather than overlaps (tests/test_report_page.py measures the boxes
+in headless Chromium at 1024, 1400 and 1920 px).
 
 Cells with ``auc_ci_low/high`` show the 95 % CI on hover (``title``) and under the value when
 the page's CSS-only "show 95 % CIs" toggle is on (no scripts).
