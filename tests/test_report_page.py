@@ -275,3 +275,13 @@ def test_nothing_overlaps_at_common_widths(page, tmp_path, width):
     got = probe(page[0] / "report.html", width, tmp_path)
     assert got["n"] > 50 and got["overlaps"] == [], got["overlaps"][:5]
     assert got["width"] <= got["viewport"]
+
+
+def test_contents_link_every_section_and_table(page):
+    html = (page[0] / "report.html").read_text()
+    toc = html.split('<nav class="toc" id="contents">')[1].split("</nav>")[0]
+    sections = re.findall(r'<section class="protocol" id="([^"]+)">', html)
+    assert sections == ["cross_quality", "robust", "ablate", "cost", "significance", "figures"]
+    assert all(f'href="#{s}"' in toc for s in sections) and 'href="#provenance"' in toc
+    for anchor in re.findall(r'<section class="table" data-kind="measured" id="([^"]+)">', html):
+        assert f'href="#{anchor}"' in toc, anchor
