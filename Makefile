@@ -20,12 +20,13 @@ test: $(STAMP)
 
 install: $(STAMP)
 
-# torch first, pinned, so pip takes the CPU build instead of pulling CUDA wheels
-$(STAMP): pyproject.toml
+# The exact tested set (constraints.txt), torch first so pip takes the local CPU build of the
+# pinned torch instead of pulling CUDA wheels; pyproject.toml itself declares only ranges.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt torch
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 clean:

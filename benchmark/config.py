@@ -56,13 +56,13 @@ def apply_overrides(params: dict, overrides: dict[str, str]) -> dict:
                 valid = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a mapping)"
                 raise UserError(f"unknown key {key!r}: {where} has {valid}")
             if i == len(parts) - 1:
-                node[part] = _parse_value(key, raw)
+                node[part] = parse_value(key, raw)
             else:
                 node = node[part]
     return out
 
 
-def _parse_value(key: str, raw: str):
+def parse_value(key: str, raw: str):
     try:
         value = yaml.safe_load(raw) if isinstance(raw, str) else raw
     except yaml.YAMLError:

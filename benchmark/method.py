@@ -45,13 +45,9 @@ code checks capabilities, never a method's name.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from benchmark.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -136,21 +132,3 @@ def last_feature_map(backbone: nn.Module) -> nn.Module | None:
     last = info[-1]
     name = last["module"] if isinstance(last, dict) else getattr(last, "module", None)
     return backbone.get_submodule(name) if name else None
-
-
-def load_pretrained(module: nn.Module, path: str | None) -> str:
-    """Load user-supplied weights from a local file (``weights_only=True``).
-
-    Returns a description for the report: the file name, or ``"random init"``.
-    """
-    if not path:
-        return "random init"
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"pretrained weights {path!r} not found; give a local .pth/.pt file or null")
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if len(missing) == len(list(module.state_dict())):
-        raise UserError(f"pretrained weights {path!r} match no parameter of {type(module).__name__}")
-    return p.name

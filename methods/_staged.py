@@ -20,15 +20,14 @@ import torch
 from torch import nn
 
 from benchmark.errors import UserError
-from benchmark.method import load_pretrained
-from benchmark.backbones import create_backbone
+from benchmark.backbones import backbone_weights, create_backbone
 
 
 class Staged(nn.Module):
     def __init__(self, name: str, in_chans: int = 3, pretrained: str | None = None):
         super().__init__()
-        model = create_backbone(name, num_classes=0)
-        self.weights = load_pretrained(model, pretrained)
+        model = create_backbone(name, pretrained, num_classes=0)
+        self.weights = backbone_weights(model)
         if in_chans != 3:
             _adapt_first_conv(model, in_chans)
         infos = getattr(model, "feature_info", None)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from benchmark.backbones import create_backbone
-from benchmark.method import Method, last_feature_map, load_pretrained
+from benchmark.backbones import backbone_weights, create_backbone
+from benchmark.method import Method, last_feature_map
 from benchmark.registry import METHODS
 
 
@@ -35,8 +35,8 @@ class Baseline(Method):
                  backbone_kwargs: dict | None = None):
         super().__init__()
         self.backbone_name = backbone
-        self.backbone = create_backbone(backbone, num_classes=0, **(backbone_kwargs or {}))  # pooled (N, C)
-        self.weights = load_pretrained(self.backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, num_classes=0, **(backbone_kwargs or {}))  # pooled (N, C)
+        self.weights = backbone_weights(self.backbone)
         self.use_input_stats(self.backbone)
         self.head = nn.Linear(self.backbone.num_features, 1)
 

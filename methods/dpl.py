@@ -68,13 +68,13 @@ import torch
 from torch import nn
 
 from benchmark.errors import UserError
-from benchmark.method import Method, load_pretrained
+from benchmark.method import Method
 from benchmark.registry import METHODS
 from methods._dpl_parts import (EVAL_SEED, AttentionalFusion, GaussianPositions, OpenCLIPImageEncoder,  # noqa: F401
                                 StandInImageEncoder, UniformPositions, ValueNet, fsm_step, gap, window_mask)
 from methods._losses import LREG_STEPS, entropy_regulariser, focal_bce_with_logits, hard_sample_mask, lreg_step_mask
 from methods._ppo import CLIP_FORMS, RETURNS, ppo_objective, returns, step_rewards
-from benchmark.backbones import create_backbone
+from benchmark.backbones import backbone_weights, create_backbone
 
 FUSIONS = ("add", "concat", "attention")
 HARD = ("final", "step")
@@ -145,8 +145,9 @@ class DPL(Method):
                         entropy_weight=float(entropy_weight))
         self.ppo_epochs, self.ppo_return, self.image_features = int(ppo_epochs), ppo_return, image_features
 
-        self.backbone = create_backbone(backbone, num_classes=0, global_pool="", **(backbone_kwargs or {}))  # Psi
-        self.weights = load_pretrained(self.backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, num_classes=0, global_pool="",  # Psi
+                                        **(backbone_kwargs or {}))
+        self.weights = backbone_weights(self.backbone)
         self.use_input_stats(self.backbone)
         c = self.backbone.num_features
         self._encoder, self.encoder_desc = [], "none"  # a list keeps the frozen encoder out of state_dict

@@ -29,6 +29,9 @@ Deviations and readings:
   the steps of 3 epochs of the embedded grid. AWP perturbs every trainable tensor with more
   than one dimension (conv and linear weights), not biases or norms;
 - batch-norm running statistics are updated by both forward passes of an AWP step;
+- the perturbation's direction is the clean loss's gradient as ``optim_wrapper.backward`` leaves
+  it (averaged over the ranks in data-parallel training; scaled under fp16 loss scaling, which
+  the per-tensor normalisation g / |g| removes);
 - single fake logit with binary cross-entropy instead of a two-way softmax; random
   initialisation unless ``pretrained`` is a local file.
 """
@@ -39,9 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.errors import UserError
-from benchmark.method import Method, load_pretrained
+from benchmark.method import Method
 from benchmark.registry import METHODS
-from benchmark.backbones import create_backbone
+from benchmark.backbones import backbone_weights, create_backbone
 
 # ---------------------------------------------------------------- HSIC (Gretton et al., ALT 2005)
 # HSIC(X, Y) = tr(K H L H) / (n - 1)^2, K and L the kernel matrices of the n paired samples,
@@ -98,8 +101,8 @@ class QAD(Method):
         if kernel not in KERNELS:
             raise UserError(f"qad kernel {kernel!r} unknown; choose one of {KERNELS}")
         self.backbone_name = backbone
-        self.backbone = create_backbone(backbone, features_only=True)
-        self.weights = load_pretrained(self.backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, features_only=True)
+        self.weights = backbone_weights(self.backbone)
         n_depths = len(self.backbone.feature_info) - 1 + 2  # stages after the stem, embedding, logit
         if len(hkr_weights) != n_depths:
             raise UserError(f"qad hkr_weights has {len(hkr_weights)} entries; {backbone} needs {n_depths} "
@@ -149,11 +152,15 @@ class QAD(Method):
             return super().train_step(batch, optim_wrapper)
         params = self.awp_parameters()
         clean = self.loss(self(batch), batch)
-        grads = torch.autograd.grad(clean["loss"], params, allow_unused=True)
+        # through the optimiser wrapper, so the direction is the global batch's gradient under
+        # data-parallel training (and scaled like the step's under fp16; only its direction is used)
+        optim_wrapper.backward(clean["loss"])
+        grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+        optim_wrapper.zero_grad()
         saved = [p.detach().clone() for p in params]
         with torch.no_grad():
             for p, g in zip(params, grads):
-                if g is not None and g.norm() > 0:
+                if g is not None and torch.isfinite(g.norm()) and g.norm() > 0:  # fp16 overflow: skip
                     p.add_(g, alpha=float(self.awp_gamma * p.norm() / g.norm()))
         adv = self.loss(self(batch), batch)
         optim_wrapper.backward(adv["loss"])

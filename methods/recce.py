@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.method import Method, load_pretrained
+from benchmark.method import Method
 from benchmark.registry import METHODS
-from benchmark.backbones import create_backbone
+from benchmark.backbones import backbone_weights, create_backbone
 
 
 def real_reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -112,8 +112,8 @@ class RECCE(Method):
                  graph_dim: int = 64, decoder_width: int = 64):
         super().__init__()
         self.backbone_name = backbone
-        self.backbone = create_backbone(backbone, features_only=True, out_indices=(-1,))
-        self.weights = load_pretrained(self.backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, features_only=True, out_indices=(-1,))
+        self.weights = backbone_weights(self.backbone)
         ch = self.backbone.feature_info.channels()[-1]
         n_up = max(1, int(self.backbone.feature_info.reduction()[-1]).bit_length() - 1)
         self.decoder = Decoder(ch, n_up, decoder_width)

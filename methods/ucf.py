@@ -40,9 +40,9 @@ from torch import nn
 
 from benchmark.data.frames import MANIPULATION_IDS
 from benchmark.errors import UserError
-from benchmark.method import Method, load_pretrained
+from benchmark.method import Method
 from benchmark.registry import METHODS
-from benchmark.backbones import create_backbone
+from benchmark.backbones import backbone_weights, create_backbone
 
 N_MANIPULATIONS = len(MANIPULATION_IDS)  # real + every manipulation code the layout knows
 
@@ -93,16 +93,15 @@ class UCF(Method):
                  decoder_width: int = 64):
         super().__init__()
         self.backbone_name = backbone
-        self.encoder_f = create_backbone(backbone, features_only=True, out_indices=(-1,))
-        self.encoder_c = create_backbone(backbone, num_classes=0)
+        self.encoder_f = create_backbone(backbone, pretrained, features_only=True, out_indices=(-1,))
+        self.encoder_c = create_backbone(backbone, pretrained, num_classes=0)
         reductions = [info["reduction"] for info in self.encoder_c.feature_info]
         if content_stride not in reductions:
             raise UserError(f"ucf content_stride {content_stride} is not a stage output of {backbone}; choose one of {reductions}")
         self.content_index = reductions.index(content_stride)
         content_ch = self.encoder_c.feature_info[self.content_index]["num_chs"]
         self.encoder_c.prune_intermediate_layers(indices=[self.content_index], prune_norm=True, prune_head=True)
-        self.weights = load_pretrained(self.encoder_f, pretrained)
-        load_pretrained(self.encoder_c, pretrained)
+        self.weights = backbone_weights(self.encoder_f)
         ch = self.encoder_f.feature_info.channels()[-1]
         self.specific, self.common = conv_block(ch, feat_dim), conv_block(ch, feat_dim)
         self.head_spe, self.head_sha = nn.Linear(feat_dim, N_MANIPULATIONS), nn.Linear(feat_dim, 1)

@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.errors import UserError
-from benchmark.method import Method, load_pretrained
+from benchmark.method import Method
 from benchmark.registry import METHODS
-from benchmark.backbones import create_backbone
+from benchmark.backbones import backbone_weights, create_backbone
 
 
 def attention_weights(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -96,8 +96,8 @@ class UIAViT(Method):
         extra = {k: v for k, v in {"patch_size": patch_size, "depth": depth}.items() if v is not None}
         self.backbone_name = backbone
         # dynamic_img_size: other input sizes interpolate the position embedding (timm)
-        self.vit = create_backbone(backbone, img_size=img_size, num_classes=0, dynamic_img_size=True, **extra)
-        self.weights = load_pretrained(self.vit, pretrained)
+        self.vit = create_backbone(backbone, pretrained, img_size=img_size, num_classes=0, dynamic_img_size=True, **extra)
+        self.weights = backbone_weights(self.vit)
         n_blocks = len(self.vit.blocks)
         layers = [feature_layer, *attention_layers]
         if not attention_layers or any(not 1 <= int(i) <= n_blocks for i in layers):

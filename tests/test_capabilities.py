@@ -2,13 +2,13 @@
 from pathlib import Path
 
 import benchmark  # noqa: F401  (torchvision shim)
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
 
+from benchmark.data import store
 from benchmark.data.frames import MANIPULATION_IDS, PAIR_JPEG_RANGE, TrainFrames
 from benchmark.engine import LevelsPreprocessor
 from benchmark.errors import UserError
@@ -19,27 +19,28 @@ VIDEOS = [("real/000", "real", 0), ("DF/000_001", "DF", 1), ("NT/001_000", "NT",
 
 @pytest.fixture()
 def crops(tmp_path):
-    """c23 and c40 crops of 4 videos x 2 frames, each a distinct constant colour; the c40
-    crop of NT/001_000 frame 1 is missing (not extracted)."""
+    """c23 and c40 crops of 4 videos x 2 frames in the crop store, each a distinct constant
+    colour; the c40 crop of NT/001_000 frame 1 is missing (not extracted)."""
     rows = []
     for v, (vid, manip, label) in enumerate(VIDEOS):
         for q, quality in enumerate(("c23", "c40")):
+            members, meta = [], []
             for f in (0, 1):
                 if quality == "c40" and vid == "NT/001_000" and f == 1:
                     continue
-                path = f"crops/{quality}/{vid}/{f:04d}.png"
-                (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
                 img = np.zeros((8, 8, 3), np.uint8)
                 img[..., 0], img[..., 1], img[..., 2] = 10 * v, 100 * q, f  # RGB
                 img[2:5, 3:6] = 255  # some structure, so JPEG changes something
-                cv2.imwrite(str(tmp_path / path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-                rows.append({"video_id": vid, "frame_idx": f, "label": label, "manipulation": manip,
-                             "quality": quality, "split": "train", "path": path})
+                members.append((store.member_name(f), img))
+                meta.append({"video_id": vid, "frame_idx": f, "label": label, "manipulation": manip,
+                             "quality": quality, "split": "train"})
+            locations = store.write_shard(tmp_path, store.shard_path(quality, vid), members)
+            rows += [{**m, **loc} for m, loc in zip(meta, locations)]
     return pd.DataFrame(rows), tmp_path
 
 
-def _read(root, path):
-    return torch.from_numpy(cv2.cvtColor(cv2.imread(str(root / path)), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+def _read(root, row):
+    return torch.from_numpy(store.read_crop(root, row)).permute(2, 0, 1)
 
 
 def test_pairs_are_the_same_frame_at_the_other_quality(crops):
@@ -49,10 +50,10 @@ def test_pairs_are_the_same_frame_at_the_other_quality(crops):
     for i, row in enumerate(ds.rows.itertuples()):
         item = ds[i]
         assert item["image"].dtype == item["image_pair"].dtype == torch.uint8
-        assert torch.equal(item["image"], _read(root, row.path))
+        assert torch.equal(item["image"], _read(root, row))
         if (row.video_id, row.frame_idx) == ("NT/001_000", 1):
             continue
-        expected = c40[(c40.video_id == row.video_id) & (c40.frame_idx == row.frame_idx)].path.item()
+        expected = c40[(c40.video_id == row.video_id) & (c40.frame_idx == row.frame_idx)].iloc[0]
         assert torch.equal(item["image_pair"], _read(root, expected))
         assert item["image_pair"][1, 0, 0] == 100 and item["image_pair"][0, 0, 0] == item["image"][0, 0, 0]
 
@@ -78,7 +79,7 @@ def test_the_pair_is_not_augmented(crops):
     c23, c40 = manifest[manifest.quality == "c23"], manifest[manifest.quality == "c40"]
     ds = TrainFrames(c23, root, seed=0, augment=lambda img, rng: 255 - img, pair_manifest=c40)
     item = ds[0]
-    assert torch.equal(item["image"], 255 - _read(root, ds.rows.path[0]))
+    assert torch.equal(item["image"], 255 - _read(root, ds.rows.iloc[0]))
     assert item["image_pair"][1, 0, 0] == 100
 
 
@@ -97,16 +98,17 @@ def test_manipulation_labels_follow_the_folders_order(crops):
         TrainFrames(bad, root, seed=0, manipulation=True)
 
 
-def test_pipeline_pairs_c23_with_c40_then_raw(crops):
-    from benchmark.data.selection import pair_rows
+def test_pipeline_pairs_c23_with_c40_then_raw(crops, monkeypatch):
+    from benchmark.pipeline import inputs
     manifest, root = crops
+    monkeypatch.setattr(inputs, "faces_dir", lambda dataset: root)
     manifest.to_parquet(root / "manifest.parquet")
     spec = {"dataset": "ff", "quality": "c23", "split": "train"}
-    assert set(pair_rows(root, spec).quality) == {"c40"}
+    assert set(inputs.pair_manifest(spec).quality) == {"c40"}
     manifest.assign(quality=manifest.quality.replace("c40", "raw")).to_parquet(root / "manifest.parquet")
-    assert set(pair_rows(root, spec).quality) == {"raw"}
+    assert set(inputs.pair_manifest(spec).quality) == {"raw"}
     manifest[manifest.quality == "c23"].to_parquet(root / "manifest.parquet")
-    assert pair_rows(root, spec) is None
+    assert inputs.pair_manifest(spec) is None
 
 
 def test_preprocessor_makes_the_pair_float_like_the_image():

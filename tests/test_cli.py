@@ -50,11 +50,11 @@ def test_verb_arguments_are_separated_from_overrides():
 
 @pytest.mark.parametrize("argv, message", [
     (["fly"], "unknown verb 'fly'; choose one of: synthesize, extract"),
-    (["run", "jobs=two"], "jobs must be an integer"),
-    (["jobs", "all=maybe"], "all must be true or false"),
+    (["run", "jobs=two"], "jobs='two' is not allowed (not an integer)"),
+    (["jobs", "all=maybe"], "all='maybe' is not allowed (not true or false)"),
     (["run", "protocol=nope"], "unknown protocol 'nope'; choose one of: "),
     (["train", "method=nope"], "unknown method 'nope'; choose one of: baseline, dpl"),
-    (["train", "method=dpl", "seed=x"], "seed must be an integer"),
+    (["train", "method=dpl", "seed=x"], "seed='x' is not allowed (not an integer)"),
     (["run", "protocol=cross_quality", "train.epoch=2"], "unknown key 'train.epoch'"),
     (["extract", "dataset=nope"], "unknown dataset 'nope'; choose one of: ff"),
     (["train", "method=dpl", "train_set=ff_c99"], "unknown train_set 'ff_c99'; choose one of: ff_raw, ff_c23, ff_c40"),

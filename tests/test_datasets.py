@@ -11,9 +11,9 @@ from matplotlib import cbook
 
 from benchmark.pipeline import provenance
 from benchmark.data import extract as ex
-from benchmark.data import layout, synthff
+from benchmark.data import layout, store, synthff
 from benchmark.errors import UserError
-from benchmark.registry import DATASETS
+from benchmark.registry import DATASETS, get
 
 # the official FF++ split format: a JSON list of [target, source] id strings
 SPLITS = {"train": [["000", "003"]], "val": [["001", "005"]], "test": [["002", "004"]]}
@@ -88,8 +88,7 @@ def test_ffpp_tree_goes_through_the_adapter_and_haar_extraction(tree, tmp_path):
     for r in m[m.frame_idx == 0].itertuples():
         assert all(r.x0 < x < r.x1 and r.y0 < y < r.y1 for x, y in [(56, 50), (77, 50), (67, 69)])
         assert 60 < r.x1 - r.x0 < 100
-    crop = cv2.imread(str(tmp_path / "faces" / m.path.iloc[0]))
-    assert crop.shape == (32, 32, 3)
+    assert store.read_crop(tmp_path / "faces", m.iloc[0]).shape == (32, 32, 3)
 
 
 def test_faceshifter_is_a_dataset_of_its_own(tmp_path, clips):
@@ -295,3 +294,48 @@ def test_standin_families_are_generated_in_their_folders(tmp_path):
     assert moved[..., 0].mean() > real[..., 0].mean() + 5 and moved[..., 2].mean() < real[..., 2].mean() - 5
     with pytest.raises(UserError, match="synthff manipulations"):
         synthff.synthesize({**cfg, "manipulations": ["XX"]}, tmp_path / "bad", workers=1)
+
+
+# ---------------------------------------------------------------- paths that leave the root
+@pytest.mark.parametrize("bad", ["../000", "/etc/passwd", "a/b", ".."])
+def test_split_ids_that_are_not_plain_names_are_refused(tree, bad):
+    (tree / "splits" / "val.json").write_text(json.dumps([[bad, "005"]]))
+    with pytest.raises(UserError, match=rf"val.json, pair 0: '{bad}' is not a plain video id"):
+        layout.FFPP(tree).list_videos(["c23"])
+
+
+def test_a_video_symlinked_out_of_the_root_is_refused(tree, tmp_path, clips):
+    link = layout.real_dir(tree, "c23") / "000.mp4"
+    link.unlink()
+    link.symlink_to(clips / "real.mp4")  # outside the dataset root
+    with pytest.raises(UserError, match=r"000.mp4 leads to .*real.mp4, outside the dataset root"):
+        layout.FFPP(tree).list_videos(["c23"])
+    with pytest.raises(UserError, match="outside the dataset root"):  # extraction refuses before writing
+        ex.extract(layout.FFPP(tree), tmp_path / "faces", **OPTS)
+    assert not (tmp_path / "faces").exists()
+
+
+def test_a_symlink_inside_the_root_is_fine(tree):
+    link = layout.real_dir(tree, "c23") / "000.mp4"
+    target = tree / "elsewhere.mp4"
+    shutil.move(link, target)
+    link.symlink_to(target)
+    assert "real/000" in set(layout.FFPP(tree).list_videos(["c23"]).video_id)
+
+
+@pytest.mark.parametrize("entry", ["1 ../outside/a.mp4", "1 /tmp/a.mp4", "1 Celeb-real/../../a.mp4"])
+def test_celebdf_list_entries_that_leave_the_root_are_refused(tmp_path, entry):
+    root = tmp_path / "cdf"
+    root.mkdir()
+    (root / "List_of_testing_videos.txt").write_text(entry + "\n")
+    with pytest.raises(UserError, match="line 1: .* is not a plain video id"):
+        get(DATASETS, "celebdf")(root=root).list_videos()
+
+
+def test_ffiw_video_symlinked_out_is_refused(tmp_path, clips):
+    root = tmp_path / "FFIW10K"
+    for kind in ("source", "target"):
+        (root / kind / "test").mkdir(parents=True)
+        (root / kind / "test" / "00000.mp4").symlink_to(clips / "real.mp4")
+    with pytest.raises(UserError, match="outside the dataset root"):
+        get(DATASETS, "ffiw")(root=root).list_videos("c23")

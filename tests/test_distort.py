@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.data import distortions as D
 from benchmark.data import extract as ex
-from benchmark.data import faces, synthff
+from benchmark.data import faces, store, synthff
 from benchmark.data.distorted_crops import distort_faces
 from benchmark.errors import UserError
 from benchmark.data.jpeg import jpeg, key_rng
@@ -189,7 +189,7 @@ def test_distort_faces_crops_distorted_full_frames_with_the_clean_boxes(tiny, tm
         frame, detail = dist.apply(full[row.frame_idx], 2, key_rng(7, row.rng_key))
         assert json.loads(row.detail) == detail and len(detail["blocks"]) == 32
     want = faces.crop(frame, (row.x0, row.y0, row.x1, row.y1), 32)
-    got = cv2.cvtColor(cv2.imread(str(out / row.path)), cv2.COLOR_BGR2RGB)
+    got = store.read_crop(out, row)
     np.testing.assert_array_equal(got, want)
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from benchmark import engine, io
+from benchmark.data import store
 from benchmark.data.frames import TrainFrames
 from benchmark.method import Method
 
@@ -37,13 +38,13 @@ def levels(images):
 @pytest.fixture()
 def frames(tmp_path):
     rng = np.random.default_rng(0)
-    rows = []
+    imgs = []
     for i in range(12):
         img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
         img[..., 0] = img[..., 0] // 2 if i % 2 else img[..., 0]
-        cv2.imwrite(str(tmp_path / f"{i}.png"), img)
-        rows.append({"path": f"{i}.png", "label": i % 2})
-    return pd.DataFrame(rows), tmp_path
+        imgs.append((store.member_name(i), img))
+    locations = store.write_shard(tmp_path, store.shard_path("c23", "real/000"), imgs)   # the crop store
+    return pd.DataFrame([{**loc, "label": i % 2} for i, loc in enumerate(locations)]), tmp_path
 
 
 def _jpeg(img, rng):
@@ -73,12 +74,44 @@ def test_deterministic_and_checkpoints_load_safely(frames, tmp_path):
     assert torch.equal(io.load_tensors(tmp_path / "a" / "model.pt")["head.weight"], a["head.weight"])
 
 
+class Interrupt(Exception):
+    pass
+
+
+class Scripted(Tiny):
+    """Tiny that calls ``act(self)`` before its ``at``-th optimisation step (a kill, a divergence)."""
+
+    def __init__(self, at, act):
+        super().__init__()
+        self.at, self.act, self.steps = at, act, 0
+
+    def train_step(self, batch, optim_wrapper):
+        self.steps += 1
+        if self.steps == self.at:
+            self.act(self)
+        return super().train_step(batch, optim_wrapper)
+
+
+def _interrupt(method):
+    raise Interrupt
+
+
+def Stopping(stop_at):  # noqa: N802  (reads like the class it stands for)
+    """Tiny interrupted, as by a kill, at its ``stop_at``-th step."""
+    return Scripted(stop_at, _interrupt)
+
+
 def test_resume_after_interruption_is_bit_identical(frames, tmp_path):
     straight, _ = _run(frames, tmp_path / "s", 2)
-    _run(frames, tmp_path / "r", 1)           # "interrupted" after epoch 1
-    (tmp_path / "r" / "model.pt").unlink()
+    torch.manual_seed(0)
+    ds = TrainFrames(frames[0], frames[1], seed=0, augment=_jpeg)
+    cfg = {"epochs": 2, "batch_size": 4, "optimizer": {"type": "Adam", "lr": 0.01}}
+    with pytest.raises(Interrupt):  # killed in epoch 2, after epoch 1's checkpoint
+        engine.train(Stopping(stop_at=5), ds, tmp_path / "r", cfg, seed=0, levels=levels, fingerprint="fp")
+    partial = engine.partial_dir(tmp_path / "r", "fp")
+    assert not (tmp_path / "r").exists() and (partial / "epoch_1.pth").is_file()
     resumed, summary = _run(frames, tmp_path / "r", 2)  # same fingerprint: resumes at epoch 1
-    assert summary["iters"] == 6
+    assert summary["iters"] == 6 and not partial.exists()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
@@ -86,7 +119,7 @@ def test_changed_configuration_never_resumes(frames, tmp_path):
     _run(frames, tmp_path / "w", 1, fingerprint="one")
     _, summary = _run(frames, tmp_path / "w", 1, fingerprint="two")
     assert summary["iters"] == 3  # trained from scratch, not "already done"
-    assert json.loads((tmp_path / "w" / "run.json").read_text())["fingerprint"] == "two"
+    assert json.loads((tmp_path / "w" / "train.json").read_text())["fingerprint"] == "two"
 
 
 def test_the_method_owns_its_optimisation_step():

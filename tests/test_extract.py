@@ -1,6 +1,7 @@
-"""Face detection, crop geometry and extraction (manifest, PNG crops, bad inputs, atomicity)."""
+"""Face detection, crop geometry and extraction (manifest, crop store, bad inputs, atomicity)."""
 import json
 import shutil
+import tarfile
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from matplotlib import cbook
 
 from benchmark.data import extract as ex
-from benchmark.data import faces, layout, synthff
+from benchmark.data import faces, layout, store, synthff
 from benchmark.errors import UserError
 from benchmark.registry import FACE_DETECTORS
 
@@ -85,20 +86,26 @@ def test_manifest_schema_and_counts(faces_dir):
     assert m.split.value_counts().to_dict() == {"train": 160, "val": 80, "test": 80}
     assert (m.label == (m.manipulation != "real")).all()
     assert ((m.x1 - m.x0) == (m.y1 - m.y0)).all() and (m.x0 >= 0).all() and (m.y1 <= CFG["size"]).all()
-    assert m.path.iloc[0] == f"crops/{m.quality.iloc[0]}/{m.video_id.iloc[0]}/{m.frame_idx.iloc[0]:04d}.png"
+    assert m.path.iloc[0] == f"crops/{m.quality.iloc[0]}/{m.video_id.iloc[0]}.tar" and set(m.face) == {0}
+    # one shard per video and quality: files grow with videos, not frames
+    assert m.path.nunique() == 2 * N_VIDEOS == len(list((faces_dir / "crops").rglob("*.tar")))
+    assert json.loads((faces_dir / "store.json").read_text())["stage"] == "extract"
     report = json.loads((faces_dir / "extract_report.json").read_text())
     assert report["videos_done"] == 2 * N_VIDEOS and report["videos_skipped"] == 0
     assert report["frames_written"] == len(m) and report["frames_without_face"] == 0
 
 
-def test_crops_are_png_of_the_right_size(faces_dir):
+def test_crops_are_png_members_of_a_plain_tar(faces_dir):
     m = pd.read_parquet(faces_dir / "manifest.parquet")
-    for rel in m.path.iloc[::37]:
-        data = (faces_dir / rel).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n"
-        img = cv2.imread(str(faces_dir / rel), cv2.IMREAD_UNCHANGED)
+    for r in m.iloc[::37].itertuples():
+        with tarfile.open(faces_dir / r.path) as tar:      # any tar reader sees the same members
+            member = tar.getmember(store.member_name(r.frame_idx))
+            data = tar.extractfile(member).read()
+        assert member.offset_data == r.offset and len(data) == r.nbytes and data[:8] == b"\x89PNG\r\n\x1a\n"
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         assert img.shape == (32, 32, 3) and img.dtype == np.uint8
-    assert not list(faces_dir.rglob("*.jpg"))
+        np.testing.assert_array_equal(store.read_crop(faces_dir, r), cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    assert not list(faces_dir.rglob("*.jpg")) and not list(faces_dir.rglob("*.png"))
 
 
 def test_extraction_is_deterministic(root, faces_dir, tmp_path):
@@ -106,7 +113,7 @@ def test_extraction_is_deterministic(root, faces_dir, tmp_path):
     ex.extract_from_params({"name": "synthff", "root": str(root), "face_detector": "synthff_boxes"},
                            {k: v for k, v in OPTS.items() if k not in ("detector", "progress")}, out, progress=False)
     pd.testing.assert_frame_equal(*[pd.read_parquet(d / "manifest.parquet") for d in (out, faces_dir)])
-    for rel in pd.read_parquet(out / "manifest.parquet").path.iloc[::29]:
+    for rel in pd.read_parquet(out / "manifest.parquet").path.unique()[::7]:
         assert (out / rel).read_bytes() == (faces_dir / rel).read_bytes()
 
 

@@ -15,6 +15,7 @@ from benchmark.errors import UserError
 from benchmark.indicators import (IndicatorLevels, OpenCLIPIndicator, build_indicator,
                                   compute_indicators, fallback_scores, fit_quantile_edges,
                                   load_indicator, to_levels, two_prompt_softmax)
+from benchmark.data import store
 from benchmark.data.jpeg import jpeg
 
 TINY = "dpl-test-tiny-vit"
@@ -168,12 +169,10 @@ def test_compute_indicators_end_to_end(tmp_path, photo):
         img = cv2.resize(photo[i * 5:i * 5 + 400, :400], (64, 64), interpolation=cv2.INTER_AREA)
         if crf:
             img = jpeg(img, 60 if crf == 23 else 12)
-        rel = f"crops/{q}/v{i}/0000.png"
-        (faces / rel).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(faces / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        [loc] = store.write_shard(faces, store.shard_path(q, f"v{i}"), [(store.member_name(0), img)])
         fake = i % 2
         rows.append(dict(video_id=f"v{i}", frame_idx=0, label=fake, manipulation="DF" if fake else "real",
-                         quality=q, split="train" if i < 18 else "test", path=rel))
+                         quality=q, split="train" if i < 18 else "test", **loc))
         meta.append(dict(video_id=f"v{i}", quality=q, frame_idx=0, crf=crf,
                          strength=float(rng.random()) * fake))
     pd.DataFrame(rows).to_parquet(faces / "manifest.parquet")
@@ -208,17 +207,44 @@ def test_compute_indicators_end_to_end(tmp_path, photo):
     assert js_t["vqi_edges"] == js["vqi_edges"] and js_t["fitted_on"]["edges_from"].endswith("D.json")
 
 
-def test_pretrained_tag_resolves_from_cache_only(tiny_weights, tmp_path, monkeypatch):
+def test_pretrained_tag_from_cache_else_open_clips_download(tiny_weights, tmp_path, monkeypatch):
     import shutil
+    import urllib.error
 
     import open_clip
 
     cfg = {"url": "https://example.invalid/weights/tiny-cached.pt", "quick_gelu": False}
     monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda m, t: cfg if (m, t) == (TINY, "fake") else {})
     monkeypatch.setattr(open_clip, "list_pretrained_tags_by_model", lambda m: ["fake"] if m == TINY else [])
-    with pytest.raises(UserError, match="not in the local cache"):  # nothing cached: no download
+    asked = []
+
+    def offline(c, cache_dir=None):  # what open_clip's download meets on a machine without network
+        asked.append((c["url"], cache_dir))
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(open_clip, "download_pretrained", offline)
+    with pytest.raises(UserError, match=r"not in the local cache and could not be downloaded \(URLError.*put "
+                                        r"https://example.invalid/weights/tiny-cached.pt into " + str(tmp_path)):
         OpenCLIPIndicator(model=TINY, weights="fake", cache_dir=str(tmp_path))
+    assert asked == [(cfg["url"], str(tmp_path))]  # a named tag is fetched by open_clip itself
+    with pytest.raises(UserError, match="no open_clip weights for .* in the local cache"):
+        OpenCLIPIndicator(model=TINY, weights=None, cache_dir=str(tmp_path))  # null never downloads
+    assert len(asked) == 1
+    monkeypatch.setattr(open_clip, "download_pretrained", lambda c, cache_dir=None: shutil.copy(
+        tiny_weights, tmp_path / "fetched.pt"))
+    assert OpenCLIPIndicator(model=TINY, weights="fake", cache_dir=str(tmp_path)).describe()["weights"] == "fake"
     shutil.copy(tiny_weights, tmp_path / "tiny-cached.pt")
     for weights in ("fake", None):
         ind = OpenCLIPIndicator(model=TINY, weights=weights, cache_dir=str(tmp_path))
         assert ind.describe()["weights"] == "fake"
+
+
+def test_images_at_the_model_size_skip_pil_with_the_same_numbers(tiny_weights, photo):
+    """At the model's input size resize and crop are identities: the tensor path on the model's
+    device gives exactly the PIL transform's numbers; other sizes take the PIL path."""
+    from PIL import Image
+    ind = OpenCLIPIndicator(model=TINY, weights=str(tiny_weights))
+    for side in (64, 80):
+        imgs = as_batch(cv2.resize(photo, (side, side)), cv2.resize(jpeg(photo, 10), (side, side)))
+        pil = torch.stack([ind.preprocess(Image.fromarray(a)) for a in imgs.permute(0, 2, 3, 1).numpy()])
+        assert torch.equal(ind.preprocess_batch(imgs), pil), side

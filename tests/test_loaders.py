@@ -56,3 +56,14 @@ def test_one_class_or_an_unknown_sampler_is_refused():
         BalancedSampler(np.ones(4), seed=0)
     with pytest.raises(UserError, match="train.sampler='nope' is unknown; choose one of: uniform, balanced"):
         train_loader([], 2, {"sampler": "nope"}, seed=0)
+
+
+def test_ranks_share_the_pairs_of_one_epoch():
+    """Under a launcher rank r takes pairs r, r + W, ... of the same draw (5 pairs, W = 2: one
+    pair padded from the start), so every rank's batches stay half real."""
+    whole = list(BalancedSampler(LABELS, seed=5))
+    pairs = [tuple(whole[i:i + 2]) for i in range(0, len(whole), 2)]
+    shards = [list(BalancedSampler(LABELS, seed=5, rank=r, world_size=2)) for r in (0, 1)]
+    assert [len(s) for s in shards] == [6, 6]
+    assert [tuple(shards[0][i:i + 2]) for i in range(0, 6, 2)] == pairs[0::2]
+    assert [tuple(shards[1][i:i + 2]) for i in range(0, 6, 2)] == pairs[1::2] + pairs[:1]

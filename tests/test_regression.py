@@ -1,8 +1,6 @@
 """check-regression / update-reference: a broken method fails the check, the real one passes."""
 import json
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark.evaluation import regression
+from benchmark import cli, config, io
+from benchmark.evaluation import comparable, regression
 from benchmark.errors import UserError
 from benchmark.evaluation.metrics import compute_metrics
 
@@ -97,34 +96,100 @@ def test_bad_reference_and_tolerance_are_user_errors(tmp_path, real_metrics):
     with pytest.raises(UserError, match="update-reference"):
         regression.check(csv, tmp_path / "nope.json", 0.02)
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(UserError, match="not valid JSON"):
+    with pytest.raises(UserError, match="bad.json is truncated or not JSON.*update-reference"):
         regression.check(csv, tmp_path / "bad.json", 0.02)
     (tmp_path / "ref.json").write_text(json.dumps(regression.make_reference(real_metrics, PARAMS)))
     with pytest.raises(UserError, match="regression.tolerance"):
         regression.check(csv, tmp_path / "ref.json", "x")
 
 
-def test_cli_exit_codes(tmp_path):
+def _project(tmp_path, monkeypatch):
+    """A project root in tmp_path (params, protocols, profiles), made the working directory."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    for name in ("protocols", "profiles"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    (tmp_path / "results").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _on_disk(metrics, overrides=None):
+    """metrics.csv plus the record of the params that made it, as the report stage writes them."""
+    metrics.to_csv("results/metrics.csv", index=False)
+    io.write_json(comparable.RECORD, comparable.record(config.load_params(overrides)))
+
+
+def _cli(capsys, *args):
+    rc = cli.main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     """update-reference rerun=false, then check-regression: 0 on the real metrics, 1 (with the
     table on stdout) after the method breaks."""
-    for name in ("params.yaml",):
-        (tmp_path / name).write_text((ROOT / name).read_text())
-    (tmp_path / "protocols").mkdir()
-    (tmp_path / "results").mkdir()
-    compute_metrics(scores()).to_csv(tmp_path / "results" / "metrics.csv", index=False)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True)
-    r = cli("update-reference", "rerun=false")
-    assert r.returncode == 0, r.stderr
+    _project(tmp_path, monkeypatch)
+    _on_disk(compute_metrics(scores()))
+    rc, _, err = _cli(capsys, "update-reference", "rerun=false")
+    assert rc == 0, err
     ref = json.loads((tmp_path / "results" / "reference.json").read_text())
     assert ref["tolerance"] == yaml.safe_load((ROOT / "params.yaml").read_text())["regression"]["tolerance"]
-    r = cli("check-regression")
-    assert r.returncode == 0 and "RESULT: passed" in r.stdout, r.stdout + r.stderr
-    compute_metrics(scores(broken="baseline")).to_csv(tmp_path / "results" / "metrics.csv", index=False)
-    r = cli("check-regression")
-    assert r.returncode == 1 and "DROPPED" in r.stdout and "FAIL baseline" in r.stdout
-    r = cli("check-regression", "rerun=maybe")
-    assert r.returncode == 2 and "rerun must be true or false" in r.stderr
+    assert ref["format"] == 2 and ref["params_hash"] == comparable.record(config.load_params())["params_hash"]
+    rc, out, err = _cli(capsys, "check-regression")
+    assert rc == 0 and "RESULT: passed" in out, out + err
+    _on_disk(compute_metrics(scores(broken="baseline")))
+    rc, out, _ = _cli(capsys, "check-regression")
+    assert rc == 1 and "DROPPED" in out and "FAIL baseline" in out
+    rc, _, err = _cli(capsys, "check-regression", "rerun=maybe")
+    assert rc == 2 and "rerun='maybe' is not allowed" in err and err.count("\n") == 1
+
+
+def test_metrics_of_another_grid_are_refused_with_the_command_that_compares_them(tmp_path, monkeypatch, capsys):
+    """After `make demo` (the default grid on disk) against the CI profile's reference: one line,
+    exit 2, never a false FAILED -- the README's `check-regression` as written."""
+    _project(tmp_path, monkeypatch)
+    _on_disk(compute_metrics(scores()), {"profile": "ci"})
+    assert _cli(capsys, "update-reference", "profile=ci", "rerun=false")[0] == 0
+    assert json.loads(Path("results/reference.json").read_text())["profile"] == "ci"
+    _on_disk(compute_metrics(scores(broken="dpl")))  # what make demo leaves: the default grid
+    for args in (["check-regression"], ["check-regression", "profile=ci"]):
+        rc, out, err = _cli(capsys, *args)
+        assert rc == 2 and out == "" and err.count("\n") == 1, (out, err)
+        assert "holds the metrics of the default params.yaml" in err and "made with profile ci" in err
+        assert 'grid.protocols: ["cross_quality"] vs ["cross_quality", "cross_manipulation"' in err, err
+        assert "python -m benchmark check-regression profile=ci rerun=true" in err
+
+
+def test_a_rerun_with_other_params_is_refused_before_the_grid_runs(tmp_path, monkeypatch, capsys):
+    _project(tmp_path, monkeypatch)
+    _on_disk(compute_metrics(scores()), {"profile": "ci"})
+    assert _cli(capsys, "update-reference", "profile=ci", "rerun=false")[0] == 0
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    rc, out, err = _cli(capsys, "check-regression", "rerun=true", "profile=ci", "train.epochs=3")
+    assert rc == 2 and "train.epochs: 6 vs 3" in err and "check-regression profile=ci rerun=true" in err
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == before  # nothing ran, nothing written
+    rc, _, err = _cli(capsys, "update-reference", "rerun=false")  # metrics on disk are ci's, params default
+    assert rc == 2 and "not of the current params" in err and "update-reference rerun=true" in err
+
+
+def test_a_key_added_since_the_reference_keeps_it_comparable_only_at_its_default(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = config.load_params({"profile": "ci"})
+    ref = comparable.grid_params(params)
+    old = {k: v for k, v in ref.items() if k not in ("train.recipe", "methods.dpl.ppo_return")}  # keys made since
+    assert comparable.differences(old, ref, params) == []
+    own = comparable.grid_params(config.load_params({"profile": "ci", "train.recipe": "own"}))
+    assert comparable.differences(old, own, params) == [("train.recipe", comparable.ABSENT, "own")]
+    changed = comparable.differences(ref, comparable.grid_params(config.load_params()), params)
+    assert ("train.epochs", 6, 10) in changed and ("methods.dpl.stage2_epochs", 2, 5) in changed
+
+
+def test_a_reference_that_records_no_params_is_refused_with_the_command_that_regenerates_it(tmp_path):
+    old = {"format": 1, "profile": "ci", "rows": []}
+    (tmp_path / "ref.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match=r"format-1 reference, which does not record the params.*"
+                                        r"update-reference profile=ci"):
+        regression.load_reference(tmp_path / "ref.json")
+    (tmp_path / "ref.json").write_text(json.dumps({**old, "format": 2, "params": {}, "rows": [{"auc": 1}]}))
+    with pytest.raises(UserError, match=r"rows\[0\] is not a row of protocol"):
+        regression.load_reference(tmp_path / "ref.json")

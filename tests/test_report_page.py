@@ -83,7 +83,8 @@ def extras(tmp: Path) -> dict:
     sig = tmp / "significance.csv"
     pd.DataFrame([dict(protocol="cross_quality", test_set="c40", subset="all", level="video",
                        method="dpl", reference_method="baseline", auc_method=0.81,
-                       auc_reference=0.77, z=1.96, p_value=0.05)]).to_csv(sig, index=False)
+                       auc_reference=0.77, z=1.96, p_value=0.05, p_holm=0.15,
+                       test="delong_videos")]).to_csv(sig, index=False)
     plots = tmp / "plots"
     plots.mkdir()
     Image.new("RGB", (40, 30), (200, 30, 30)).save(plots / "histogram.png")

@@ -139,13 +139,16 @@ def test_significance_pairs_by_image_and_reference_is_a_parameter():
                                  severity=sev, score=s))
     df = pd.DataFrame(rows).sample(frac=1, random_state=0)  # pairing must not rely on row order
     sig = compare.significance(df, reference="ref")
-    row = sig[(sig.level == "frame") & (sig.subset == "all") & (sig.severity == 0)].iloc[0]
-    assert (row.method, row.reference_method) == ("other", "ref")
+    # one frame per video: the video level is the worked example, tested by DeLong over videos
+    row = sig[(sig.level == "video") & (sig.subset == "all") & (sig.severity == 0)].iloc[0]
+    assert (row.method, row.reference_method, row.test) == ("other", "ref", "delong_videos")
     assert row.auc_method == pytest.approx(11 / 12) and row.auc_reference == pytest.approx(5 / 6)
     assert row.z == pytest.approx(math.sqrt(18) / 12)  # method minus reference
     assert row.p_value == pytest.approx(0.7236736, abs=1e-6)
-    head = sig[(sig.level == "frame") & (sig.subset == "all") & sig.severity.isna()]
+    head = sig[(sig.level == "video") & (sig.subset == "all") & sig.severity.isna()]
     assert len(head) == 1 and head.iloc[0].z == pytest.approx(math.sqrt(18) / 12)
+    frame = sig[(sig.level == "frame") & (sig.subset == "all") & (sig.severity == 0)].iloc[0]
+    assert frame.test == "bootstrap_videos" and frame["diff"] == pytest.approx(11 / 12 - 5 / 6)
     assert compare.significance(df, reference="dpl").empty
 
 

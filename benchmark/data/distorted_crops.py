@@ -5,11 +5,13 @@ manifest (the qualities and splits in params ``distort``) this decodes the raw v
 the distortion (``benchmark.data.distortions``) to each sampled full frame — VC re-encodes the
 whole video first — and THEN crops with the box found on the clean video (the clean
 manifest's x0, y0, x1, y1 for that video_id / quality / frame_idx), resized to the clean
-crops' size. Output, a face-crops folder of the usual shape (docs/CONTRACTS.md) built
-atomically:
+crops' size. Output, a face-crops folder of the usual shape (docs/CONTRACTS.md: the crop
+store, one tar shard per video, ``benchmark.data.store``) built atomically:
 
-    out_dir/crops/<quality>/<video_id>/<frame_idx:04d>.png
-    out_dir/manifest.parquet   the clean manifest's columns for the rows written, plus
+    out_dir/crops/<quality>/<video_id>.tar
+    out_dir/store.json
+    out_dir/manifest.parquet   the clean manifest's columns for the rows written (with this
+                               folder's path/offset/nbytes/crc32), plus
                                perturbation (the code), severity, param (the level's value),
                                rng_key (the frame's random stream: benchmark.data.jpeg.key_rng(seed, rng_key))
                                and detail (JSON of the random choices, e.g. BW block corners)
@@ -28,10 +30,11 @@ import cv2
 import pandas as pd
 from tqdm import tqdm
 
-from benchmark.data import faces
+from benchmark.data import faces, store
 from benchmark.data.distortions import get_distortion
 from benchmark.errors import UserError
 from benchmark.io import atomic_path
+from benchmark import io
 from benchmark.data.jpeg import key_rng
 
 EXTRA_COLUMNS = ["perturbation", "severity", "param", "rng_key", "detail"]
@@ -59,14 +62,14 @@ def distort_faces(dataset, clean_dir, out_dir, code: str, severity: int, *, seed
     param = distortion.param(severity)
     clean_dir = Path(clean_dir)
     manifest_path = clean_dir / "manifest.parquet"
-    if not manifest_path.is_file():
-        raise UserError(f"{manifest_path} not found; run `python -m benchmark extract` first")
-    clean = pd.read_parquet(manifest_path)
+    clean = io.read_table(manifest_path, "`python -m benchmark extract` first",
+                          ["video_id", "frame_idx", "quality", "split", "path"])
+    store.check_manifest(clean, manifest_path)
     rows = clean[clean["quality"].isin(list(qualities)) & clean["split"].isin(list(splits))]
     if rows.empty:
         raise UserError(f"{manifest_path} has no frames of quality {list(qualities)} and split "
                         f"{list(splits)}; check distort.qualities / distort.splits in params.yaml")
-    size = _crop_size(clean_dir, rows.iloc[0]["path"])
+    size = int(store.read_crop(clean_dir, rows.iloc[0]).shape[0])
     paths = {(r.video_id, r.quality): r.path for r in
              dataset.list_videos(sorted(rows["quality"].unique()), sorted(rows["split"].unique())).itertuples()}
     report = dict(distortion=code, severity=int(severity), param=param, seed=int(seed),
@@ -87,14 +90,16 @@ def distort_faces(dataset, clean_dir, out_dir, code: str, severity: int, *, seed
                 continue
             if distortion.whole_video:
                 frames = distortion.apply_video(frames, severity)
-            for r in grp.to_dict("records"):
-                out.append(_write(tmp, r, frames[int(r["frame_idx"])], distortion, severity, param,
-                                  seed, size))
+            made = [_distort(r, frames[int(r["frame_idx"])], distortion, severity, param, seed, size)
+                    for r in grp.to_dict("records")]
+            locations = store.write_shard(tmp, store.shard_path(quality, vid),
+                                          [(store.member_name(r["frame_idx"], r.get("face", 0)), img) for r, img in made])
+            out += [{**r, **loc} for (r, _), loc in zip(made, locations)]
             report["videos_done"] += 1
         if not out:
             raise UserError(f"no video of {manifest_path} could be distorted; see the dataset root")
         report["frames_written"] = len(out)
-        (tmp / "crops").mkdir(parents=True, exist_ok=True)
+        store.write_store_json(tmp, "distort")
         pd.DataFrame(out, columns=list(clean.columns) + EXTRA_COLUMNS).to_parquet(
             tmp / "manifest.parquet", index=False)
         (tmp / "distort_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -103,22 +108,14 @@ def distort_faces(dataset, clean_dir, out_dir, code: str, severity: int, *, seed
     return report
 
 
-def _crop_size(clean_dir: Path, rel: str) -> int:
-    img = cv2.imread(str(clean_dir / rel), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise UserError(f"clean crop {clean_dir / rel} missing or unreadable; re-run `extract`")
-    return int(img.shape[0])
-
-
-def _write(tmp: Path, row: dict, frame, distortion, severity, param, seed, size) -> dict:
+def _distort(row: dict, frame, distortion, severity, param, seed, size) -> tuple[dict, object]:
+    """(the manifest row without its location, the distorted crop) of one clean crop."""
     key = f"{distortion.code}/{severity}/{row['quality']}/{row['video_id']}/{int(row['frame_idx'])}"
+    if row.get("face", 0):
+        key += f"/{int(row['face'])}"
     detail = {}
     if not distortion.whole_video:
         frame, detail = distortion.apply(frame, severity, key_rng(seed, key))
     img = faces.crop(frame, (row["x0"], row["y0"], row["x1"], row["y1"]), size)
-    target = tmp / row["path"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(target), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {target}")
-    return {**row, "perturbation": distortion.code, "severity": int(severity), "param": float(param),
-            "rng_key": key, "detail": json.dumps(detail, sort_keys=True)}
+    return ({**row, "perturbation": distortion.code, "severity": int(severity), "param": float(param),
+             "rng_key": key, "detail": json.dumps(detail, sort_keys=True)}, img)

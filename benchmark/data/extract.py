@@ -3,12 +3,18 @@
 Output (docs/CONTRACTS.md, "Face crops"), built in a temporary folder and swapped in at the
 end, so a failed run leaves the previous output (or nothing) and never a half-written one:
 
-    out_dir/crops/<quality>/<video_id>/<frame_idx:04d>.png   RGB, size×size, PNG (lossless)
-    out_dir/manifest.parquet                                 one row per crop
-    out_dir/extract_report.json                              what was skipped or lost, and why
+    out_dir/crops/<quality>/<video_id>.tar   the video's crops (RGB, size×size, PNG members;
+                                             the crop store, ``benchmark.data.store``)
+    out_dir/manifest.parquet                 one row per crop; path/offset/nbytes/crc32 locate it
+    out_dir/store.json                       the store's format and the stage that rebuilds it
+    out_dir/extract_report.json              what was skipped or lost, and why
 
 Community conventions (DESIGN §5): frames spread evenly over the video (linspace, rounded,
-unique), the largest face, its box enlarged ``scale``× to a square, resized to ``size``.
+unique), one face, its box enlarged ``scale``× to a square, resized to ``size``. Which face:
+``face_policy`` (params ``datasets.<id>.faces``, ``benchmark.data.faces.face_tracks``) --
+``track`` (default) follows the identity that continues through the video, ``largest`` takes
+each frame's largest face (the older convention), ``all`` keeps every tracked face (column
+``face``: 0 the longest track, then 1, 2, ...; each with the video's label).
 Bad videos (empty, not a video, truncated) and videos without any face are skipped with a
 one-line warning and listed in the report; frames without a face are dropped and counted.
 
@@ -35,13 +41,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from benchmark.data import faces, layout
+from benchmark.data import faces, layout, store
 from benchmark import io
 from benchmark.io import atomic_path
 from benchmark.registry import DATASETS, FACE_DETECTORS, get
 
-MANIFEST_COLUMNS = ["video_id", "frame_idx", "label", "manipulation", "quality", "split", "path",
-                    "detector", "x0", "y0", "x1", "y1"]
+MANIFEST_COLUMNS = ["video_id", "frame_idx", "face", "label", "manipulation", "quality", "split",
+                    *store.LOCATION_COLUMNS, "detector", "x0", "y0", "x1", "y1"]
+INT_COLUMNS = ("frame_idx", "face", "label", "offset", "nbytes", "crc32", "x0", "y0", "x1", "y1")
 MAX_WARNINGS = 10   # per kind of non-fatal warning; the report lists them all
 
 
@@ -105,13 +112,15 @@ class _Warner:
 
 
 def extract(dataset, out_dir, *, frames_per_video: int = 32, scale: float = 1.3, size: int = 224,
-            qualities=("c23",), detector="haar", splits=None, progress: bool = True, workers: int = 1) -> dict:
+            qualities=("c23",), detector="haar", splits=None, progress: bool = True, workers: int = 1,
+            face_policy: str = "track") -> dict:
     """Extract face crops of every video of ``dataset`` into ``out_dir``; returns the report.
 
     ``dataset``: a registered dataset object (``.root``, ``.list_videos(qualities, splits)``)
     or the path of an FF++ tree. ``detector``: a FACE_DETECTORS name (built with the
     dataset's root) or an object with ``detect(frames, video, frame_indices)``.
     ``workers`` > 1 extracts videos in that many processes (same output as one).
+    ``face_policy``: ``track``, ``largest`` or ``all`` (module docstring).
 
     Resumable: each finished video leaves a part file in the work folder ``.<out_dir>.work``
     beside ``out_dir``; a rerun with the same settings skips those videos (``videos_resumed``
@@ -123,9 +132,12 @@ def extract(dataset, out_dir, *, frames_per_video: int = 32, scale: float = 1.3,
     qualities = [qualities] if isinstance(qualities, str) else list(qualities)
     videos = dataset.list_videos(qualities, splits)          # UserError if the root is missing
     det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
-    opts = dict(frames_per_video=frames_per_video, scale=scale, size=size, det_name=det_name)
+    faces.check_policy(face_policy)
+    opts = dict(frames_per_video=frames_per_video, scale=scale, size=size, det_name=det_name,
+                face_policy=face_policy)
     settings = dict(dataset=type(dataset).__name__, root=str(dataset.root), detector=det_name,
-                    qualities=qualities, scale=scale, size=size, frames_per_video=frames_per_video)
+                    qualities=qualities, scale=scale, size=size, frames_per_video=frames_per_video,
+                    face_policy=face_policy, store_format=store.FORMAT)
     out_dir = Path(out_dir)
     work = _work_dir(out_dir, settings)
     records = videos.to_dict("records")
@@ -153,11 +165,11 @@ def extract(dataset, out_dir, *, frames_per_video: int = 32, scale: float = 1.3,
         report["frames_without_face"] += part["frames_without_face"]
         report["videos_done" if part["rows"] else "videos_skipped"] += 1
     report["frames_written"] = len(rows)
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype(
-        {c: "int64" for c in ("frame_idx", "label", "x0", "y0", "x1", "y1")})
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype({c: "int64" for c in INT_COLUMNS})
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         manifest.to_parquet(tmp / "manifest.parquet", index=False)
+        store.write_store_json(tmp, "extract")
         (tmp / "extract_report.json").write_text(json.dumps(report, indent=2) + "\n")
         if (work / "crops").is_dir():
             os.replace(work / "crops", tmp / "crops")
@@ -170,12 +182,20 @@ def _work_dir(out_dir: Path, settings: dict) -> Path:
     """``.<name>.work`` beside ``out_dir``; emptied when it was left by other settings."""
     work = out_dir.parent / f".{out_dir.name}.work"
     stamp = work / "settings.json"
-    if work.is_dir() and (not stamp.is_file() or json.loads(stamp.read_text()) != settings):
+    if work.is_dir() and _json_or_none(stamp) != settings:  # other settings (or an unreadable stamp)
         shutil.rmtree(work)
     if not work.is_dir():
         work.mkdir(parents=True)
         io.write_json(stamp, settings)
     return work
+
+
+def _json_or_none(path: Path):
+    """A work file's JSON, or None when it is missing or damaged (its video is then redone)."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _part_path(work: Path, video: dict) -> Path:
@@ -187,8 +207,8 @@ def _load_part(work: Path, video: dict) -> dict | None:
     path = _part_path(work, video)
     if not path.is_file():
         return None
-    part = json.loads(path.read_text())
-    if part.get("path") != video["path"] or not all((work / r["path"]).is_file() for r in part["rows"]):
+    part = _json_or_none(path)
+    if not isinstance(part, dict) or part.get("path") != video["path"] or not store.shard_complete(work, part["rows"]):
         return None
     return part
 
@@ -235,7 +255,8 @@ def _one_video(video: dict, work: Path, detector, opts: dict) -> dict:
     part = dict(path=video["path"], rows=[], skipped=[], short_videos=[], videos_losing_frames=[],
                 frames_without_face=0, warnings=[])
     indices, frames, n, problem = read_frames(video["path"], k)
-    boxes = detector.detect(frames, video, indices) if frames else []
+    tracks = faces.face_tracks(detector, frames, video, indices, opts["face_policy"]) if frames else []
+    boxes = tracks[0] if tracks else []
     if not frames or all(b is None for b in boxes):
         reason = problem if not frames else f"no face found in any of {len(frames)} sampled frames"
         part["skipped"].append({**where, "reason": reason})
@@ -252,22 +273,25 @@ def _one_video(video: dict, work: Path, detector, opts: dict) -> dict:
             part["frames_without_face"] = lost
             part["videos_losing_frames"].append({**where, "frames_lost": lost, "frames_sampled": len(frames)})
             part["warnings"].append(("lost", f"{video['path']}: no face in {lost} of {len(frames)} sampled frames; dropped"))
-        part["rows"] = [_save_crop(work, video, idx, frame, box, opts["scale"], opts["size"], opts["det_name"])
-                        for idx, frame, box in zip(indices, frames, boxes) if box is not None]
+        part["rows"] = _save_crops(work, video, indices, frames, tracks, opts)
     io.write_json(_part_path(work, video), part)
     return part
 
 
-def _save_crop(tmp: Path, video: dict, idx: int, frame, box, scale: float, size: int, det_name: str) -> dict:
-    square = faces.square_crop_box(box, scale, frame.shape)
-    rel = f"crops/{video['quality']}/{video['video_id']}/{idx:04d}.png"
-    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(tmp / rel), cv2.cvtColor(faces.crop(frame, square, size), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {tmp / rel}")
-    x0, y0, x1, y1 = square
-    return dict(video_id=video["video_id"], frame_idx=idx, label=int(video["label"]),
-                manipulation=video["manipulation"], quality=video["quality"], split=video["split"],
-                path=rel, detector=det_name, x0=x0, y0=y0, x1=x1, y1=y1)
+def _save_crops(work: Path, video: dict, indices, frames, tracks, opts: dict) -> list[dict]:
+    """Every tracked face's crops of one video as its shard; returns their manifest rows."""
+    members, rows = [], []
+    for face, track in enumerate(tracks):
+        for idx, frame, box in zip(indices, frames, track):
+            if box is None:
+                continue
+            x0, y0, x1, y1 = square = faces.square_crop_box(box, opts["scale"], frame.shape)
+            members.append((store.member_name(idx, face), faces.crop(frame, square, opts["size"])))
+            rows.append(dict(video_id=video["video_id"], frame_idx=idx, face=face, label=int(video["label"]),
+                             manipulation=video["manipulation"], quality=video["quality"], split=video["split"],
+                             detector=opts["det_name"], x0=x0, y0=y0, x1=x1, y1=y1))
+    locations = store.write_shard(work, store.shard_path(video["quality"], video["video_id"]), members)
+    return [{**r, **loc} for r, loc in zip(rows, locations)]
 
 
 def extract_from_params(dataset_cfg: dict, extract_cfg: dict, out_dir, base_dir=".", progress=True) -> dict:
@@ -278,12 +302,13 @@ def extract_from_params(dataset_cfg: dict, extract_cfg: dict, out_dir, base_dir=
     dataset = build_dataset(dataset_cfg, root)
     keys = ("frames_per_video", "scale", "size", "qualities", "workers")
     return extract(dataset, out_dir, detector=dataset_cfg.get("face_detector", "haar"), progress=progress,
-                   **{k: extract_cfg[k] for k in keys if k in extract_cfg})
+                   face_policy=dataset_cfg.get("faces", "track"), **{k: extract_cfg[k] for k in keys if k in extract_cfg})
 
 
 def build_dataset(dataset_cfg: dict, root=None):
     """The DATASETS class ``dataset_cfg["name"]`` built with the entry's other keys (``root``,
     ``allow_partial``, ``manipulations``, ...); ``root`` overrides the entry's."""
-    kwargs = {k: v for k, v in dataset_cfg.items() if k not in ("name", "face_detector", "synthff", "indicator_edges")}
+    kwargs = {k: v for k, v in dataset_cfg.items()
+              if k not in ("name", "face_detector", "faces", "synthff", "indicator_edges")}
     kwargs["root"] = dataset_cfg["root"] if root is None else root
     return get(DATASETS, dataset_cfg["name"])(**kwargs)

@@ -10,6 +10,11 @@ A pair's split holds the real videos of both ids and the fakes TTT_SSS and SSS_T
 FaceShifter (code FSH) is the FF++ ``FaceShifter`` folder with the same splits; a dataset
 entry with ``manipulations: [FSH]`` makes it a test set of its own (DESIGN §5).
 
+Paths stay inside the dataset root: a split-file id that is not a plain name (``..``, a ``/``,
+an absolute path) and a video whose real path leaves the root (a symlink out of it) are
+refused with one line (``plain_id``, ``inside``), so a list can never make the harness read,
+or name outputs after, files elsewhere.
+
 Completeness: every (quality, folder) listed is checked against the videos the split files
 expect (2 reals per pair; fakes TTT_SSS and SSS_TTT per pair). A missing or partial folder is
 a UserError naming the folder and the counts, unless ``allow_partial`` is set: then the
@@ -57,7 +62,27 @@ def read_splits(root) -> dict[str, list[tuple[str, str]]]:
             out[split] = [(str(t), str(s)) for t, s in pairs]
         except (ValueError, TypeError) as err:
             raise UserError(f"split file {path} is not a JSON list of [target, source] pairs ({err})") from None
+        for i, pair in enumerate(out[split]):
+            for vid in pair:
+                plain_id(vid, f"split file {path}, pair {i}")
     return out
+
+
+def plain_id(name: str, where: str) -> str:
+    """``name`` if it is a plain file name (no ``..``, no separator, not absolute), else UserError."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise UserError(f"{where}: {name!r} is not a plain video id; ids name files inside the dataset root "
+                        f"('..', '/' and absolute paths are refused)")
+    return name
+
+
+def inside(root, path, where: str) -> Path:
+    """``path`` if its real location (symlinks followed) is inside ``root``'s, else UserError."""
+    real_root, real = Path(root).resolve(), Path(path).resolve()
+    if not real.is_relative_to(real_root):
+        raise UserError(f"{where}: {path} leads to {real}, outside the dataset root {real_root}; move or copy "
+                        f"the file into the root (paths and symlinks that leave it are refused)")
+    return Path(path)
 
 
 def split_of_ids(pairs: dict[str, list[tuple[str, str]]]) -> tuple[dict[str, str], dict[str, str]]:
@@ -99,6 +124,7 @@ def list_videos(root, qualities=("c23",), splits=None, manipulations=DEFAULT_MAN
         found = 0
         for manipulation, folder in dirs:
             for path in sorted(folder.glob("*.mp4")):
+                inside(root, path, "dataset video")
                 name = path.stem
                 split = (real_split if manipulation == "real" else fake_split).get(name)
                 rows.append((f"{manipulation}/{name}", str(path), int(manipulation != "real"),

@@ -18,7 +18,9 @@ manipulation, quality, split), so extraction, evaluation and metrics treat them 
 Each is released in one compression, which the harness files under the quality name
 ``quality`` (default ``c23``: the protocols test them as c23). ``list_videos`` returns rows
 only when that quality is asked for. A missing or partial tree is one UserError naming the
-folder and the counts, unless ``allow_partial`` (then ``partial`` holds the shortfall).
+folder and the counts, unless ``allow_partial`` (then ``partial`` holds the shortfall). A list
+entry with ``..`` or an absolute path, and a video whose real path leaves the root (a symlink
+out of it), are refused with one line (``layout.plain_id``, ``layout.inside``).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.data.layout import COLUMNS, check_root, raise_if_partial
+from benchmark.data.layout import COLUMNS, check_root, inside, plain_id, raise_if_partial
 from benchmark.errors import UserError
 from benchmark.registry import DATASETS
 
@@ -90,6 +92,10 @@ class CelebDF(_OneQuality):
             if len(parts) != 2 or parts[0] not in ("0", "1") or not parts[1].endswith(".mp4") or "/" not in parts[1]:
                 raise UserError(f"{path} line {n}: expected '<0|1> <folder>/<name>.mp4', got {line.strip()!r}")
             rel = parts[1]
+            for part in rel[:-4].split("/"):  # no '..', no absolute path: the list names files in the root
+                plain_id(part, f"{path} line {n}")
+            if (self.root / rel).exists():  # a missing one counts in the shortfall (list_videos)
+                inside(self.root, self.root / rel, f"{path} line {n}")
             fake = parts[0] == "0"                       # Celeb-DF: 1 = real, 0 = synthesised
             if fake != rel.startswith(self.FAKE_FOLDER + "/"):
                 raise UserError(f"{path} line {n}: label {parts[0]} contradicts the folder of {rel} "
@@ -115,7 +121,7 @@ class FFIW(_OneQuality):
 
     def expected(self):
         dirs = {kind: self.root / kind / self.split for kind in ("source", "target")}
-        names = sorted({p.stem for d in dirs.values() for p in d.glob("*.mp4")})
+        names = sorted({inside(self.root, p, "dataset video").stem for d in dirs.values() for p in d.glob("*.mp4")})
         if not names:
             raise UserError(f"no videos in {dirs['source']} or {dirs['target']}; an FFIW10K root holds "
                             f"source/{self.split}/*.mp4 and target/{self.split}/*.mp4")

@@ -2,21 +2,16 @@
 train set's manipulations, a quality pair, k frames per video."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from benchmark.errors import UserError
 
 
-def manifest_rows(faces_dir: Path, quality: str, split: str) -> pd.DataFrame:
-    path = Path(faces_dir) / "manifest.parquet"
-    if not path.is_file():
-        raise UserError(f"{path} not found; run `python -m benchmark extract dataset={Path(faces_dir).name}` first")
-    m = pd.read_parquet(path)
+def split_rows(m: pd.DataFrame, quality: str, split: str, where: str = "manifest.parquet") -> pd.DataFrame:
+    """The rows of manifest ``m`` (read from ``where``) at ``quality`` in ``split``."""
     rows = m[(m["quality"] == quality) & (m["split"] == split)]
     if rows.empty:
-        raise UserError(f"{path} has no {quality} {split} frames; check extract.qualities in params.yaml")
+        raise UserError(f"{where} has no {quality} {split} frames; check extract.qualities in params.yaml")
     return rows
 
 
@@ -31,10 +26,9 @@ def train_rows(spec: dict, rows: pd.DataFrame, name: str = "") -> pd.DataFrame:
     return rows
 
 
-def pair_rows(faces_dir: Path, spec: dict) -> pd.DataFrame | None:
-    """Capability quality_pair: the train frames at c40, else raw (None: neither extracted;
-    TrainFrames then pairs each frame with a JPEG copy of itself)."""
-    m = pd.read_parquet(Path(faces_dir) / "manifest.parquet")
+def pair_rows(m: pd.DataFrame, spec: dict) -> pd.DataFrame | None:
+    """Capability quality_pair: the train frames of manifest ``m`` at c40, else raw (None: neither
+    extracted; TrainFrames then pairs each frame with a JPEG copy of itself)."""
     for quality in ("c40", "raw"):
         rows = m[(m["quality"] == quality) & (m["split"] == spec["split"])]
         if quality != spec["quality"] and not rows.empty:

@@ -50,6 +50,7 @@ from benchmark.data import layout
 from benchmark.data._synthff_draw import TRACE, manipulate, render, sample_identity, sample_motion, swap_identity  # noqa: F401
 from benchmark.errors import UserError
 from benchmark.io import atomic_path
+from benchmark import io
 from benchmark.registry import DATASETS
 
 STRENGTH = (0.3, 1.0)          # range of the per-video manipulation strength
@@ -237,7 +238,7 @@ class SynthFF(layout.FFPP):
         path = self.check() / "metadata.parquet"
         if not path.is_file():
             raise UserError(f"{path} not found; {self.hint}")
-        return pd.read_parquet(path)
+        return io.read_table(path, "`python -m benchmark synthesize` (the SynthFF tree is incomplete)")
 
     def synthesize(self, cfg: dict) -> Path:
         return synthesize(cfg, self.root)

@@ -1,18 +1,20 @@
 """mmengine hooks the engine adds to every Runner.
 
 * ``ProgressHook``: a tqdm bar over all iterations with the running loss (mmengine logs only
-  warnings at the level the engine sets).
-* ``EpochSeedHook``: reseeds torch and the dataset's augmentation at every epoch from
-  (seed, epoch), so a run resumed after an interruption is bit-identical to an uninterrupted one.
+  warnings at the level the engine sets); rank 0 only.
+* ``EpochSeedHook``: reseeds torch's global generator at every epoch from (seed, epoch) and, in a
+  data-parallel run, the rank (rank 0 keeps the one-process stream), so a run resumed after an
+  interruption is bit-identical to an uninterrupted one. The dataset's augmentation is seeded by
+  (seed, epoch, index) through the sampler (``engine.loaders``).
 * ``HistoryHook``: one row per finished epoch (1-based) in ``<work_dir>/history.json``: mean
   training loss, learning rate, seconds, and the metrics of a validation run after that epoch
   (mmengine's ``after_val_epoch``, prefixed ``val_``). Rows are keyed by epoch, so a resumed
-  stage keeps the rows of the epochs before the interruption and a redone epoch replaces its row. ``engine.train``
+  stage keeps the rows of the epochs before the interruption and a redone epoch replaces its row
+  (written by rank 0). ``engine.train``
   gathers every stage's rows into the model directory's ``history.csv`` (docs/CONTRACTS.md).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 from benchmark import io
+from benchmark.engine.distributed import is_main, rank
 
 HISTORY = "history.json"
 
@@ -30,7 +33,8 @@ HISTORY = "history.json"
 class ProgressHook(Hook):
     def before_train(self, runner) -> None:
         from tqdm import tqdm
-        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="train", unit="it", leave=False)
+        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="train", unit="it", leave=False,
+                        disable=not is_main())
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self.bar.update(1)
@@ -46,8 +50,11 @@ class EpochSeedHook(Hook):
         self.seed = seed
 
     def before_train_epoch(self, runner) -> None:
-        torch.manual_seed(self.seed * 100_003 + runner.epoch)
-        runner.train_dataloader.dataset.epoch = runner.epoch
+        torch.manual_seed(self.seed * 100_003 + runner.epoch + 1_000_003 * rank())
+        # The one draw torch's DataLoader took from this generator for its workers' base seed
+        # when it built the epoch's iterator, before the loader got a generator of its own
+        # (engine.loaders): kept, so runs reproduce the numbers of earlier versions bit for bit.
+        torch.empty((), dtype=torch.int64).random_()
 
 
 @HOOKS.register_module()
@@ -72,6 +79,8 @@ class HistoryHook(Hook):
 
     @staticmethod
     def _update(runner, epoch: int, values: dict) -> None:
+        if not is_main():
+            return
         rows = read_history(Path(runner.work_dir))
         rows[str(epoch)] = {**rows.get(str(epoch), {}), "epoch": epoch, **values}
         io.write_json(Path(runner.work_dir) / HISTORY, rows)
@@ -79,4 +88,4 @@ class HistoryHook(Hook):
 
 def read_history(stage_dir: Path) -> dict:
     path = Path(stage_dir) / HISTORY
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return io.read_json(path, "the `train` stage (its history was damaged)") if path.is_file() else {}

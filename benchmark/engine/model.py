@@ -1,46 +1,52 @@
 """A :class:`benchmark.method.Method` as mmengine's ``BaseModel``.
 
-``LevelsPreprocessor`` (the model's data preprocessor) turns the uint8 crops into floats in
-[0, 1] and, for methods that require ``indicator_levels``, computes the VQI/FII levels on the
-very image the method sees (after augmentation). ``MethodModel.train_step`` leaves the
-optimisation itself to the method (``Method.train_step``), so a method with its own step (QAD's
-adversarial weight perturbation, DPL's PPO) keeps it.
+``LevelsPreprocessor`` (the model's data preprocessor) moves the batch to the model's device with
+mmengine's ``cast_data`` (``non_blocking``: the loader pins its batches on CUDA), turns the uint8
+crops into floats in [0, 1] (optionally channels_last) and, for methods that require
+``indicator_levels``, computes the VQI/FII levels on the very image the method sees (after
+augmentation), on the device, outside autocast (the levels' bins were fitted at full precision).
+``MethodModel.train_step`` leaves the optimisation itself to the method (``Method.train_step``),
+so a method with its own step (QAD's adversarial weight perturbation, DPL's PPO) keeps it; the
+optimiser wrapper's context (autocast under ``train.amp``) covers the method's step only.
 """
 from __future__ import annotations
 
 import torch
 from mmengine.model import BaseDataPreprocessor, BaseModel
 
+IMAGE_KEYS = ("image", "image_pair")  # uint8 crops of the batch (image_pair: capability quality_pair)
+
 
 class LevelsPreprocessor(BaseDataPreprocessor):
-    """uint8 → float in [0, 1]; adds indicator levels when the method asks for them."""
+    """Batch to the device; uint8 → float in [0, 1]; adds indicator levels when the method asks."""
 
-    def __init__(self, levels=None):
-        super().__init__()
+    def __init__(self, levels=None, channels_last: bool = False):
+        super().__init__(non_blocking=True)
         self._levels = [levels]  # a list keeps a (possibly CLIP-sized) indicator out of state_dict
+        self.channels_last = bool(channels_last)
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        data = dict(data)
-        images = data["image"]
+        data = self.cast_data(dict(data))
         if self._levels[0] is not None:
-            vqi, fii = self._levels[0](images)
-            data["vqi_level"], data["fii_level"] = vqi, fii
-        data["image"] = images.float().div_(255)
-        if "image_pair" in data:  # capability quality_pair (TrainFrames)
-            data["image_pair"] = data["image_pair"].float().div_(255)
+            vqi, fii = self._levels[0](data["image"])
+            data["vqi_level"], data["fii_level"] = vqi.to(self.device), fii.to(self.device)
+        for key in IMAGE_KEYS:
+            if key in data:
+                image = data[key].float().div_(255)
+                data[key] = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
         return {"batch": data}
 
 
 class MethodModel(BaseModel):
-    def __init__(self, method, levels=None):
+    def __init__(self, method, levels=None, channels_last: bool = False):
         needs = levels if "indicator_levels" in method.requires else None
-        super().__init__(data_preprocessor=LevelsPreprocessor(needs))
+        super().__init__(data_preprocessor=LevelsPreprocessor(needs, channels_last))
         self.method = method
 
     def train_step(self, data: dict, optim_wrapper) -> dict:
         """mmengine's step, with the optimisation itself left to the method (``Method.train_step``)."""
+        batch = self.data_preprocessor(data, True)["batch"]
         with optim_wrapper.optim_context(self):
-            batch = self.data_preprocessor(data, True)["batch"]
             losses = self.method.train_step(batch, optim_wrapper)
         return {k: v.detach() for k, v in losses.items()}
 

@@ -13,12 +13,24 @@ A recipe is a dict with the keys ``RECIPE_KEYS``:
 ``train.recipe`` chooses where a stage's recipe comes from: ``shared`` (every method trains
 with params.yaml ``train``'s keys) or ``own`` (the method's ``Method.stage_recipe(stage)``, the
 original's settings, over the shared ones for the keys it does not set).
+
+``optim_wrapper(method, recipe, amp, device)`` builds mmengine's ``OptimWrapper`` (``amp: none``)
+or its ``AmpOptimWrapper`` (``bf16``/``fp16``, params.yaml ``train.amp``: the forward runs under
+``torch.autocast`` of the training device; fp16 scales the loss with CUDA's dynamic
+``GradScaler``, bf16 needs no scaling). Both average the gradients over the data-parallel ranks
+after every ``backward`` (``engine.distributed.GradSync``), so a method that owns its step (QAD,
+DPL's stage II) keeps it: it calls ``update_params`` or ``backward``/``step``/``zero_grad``.
 """
 from __future__ import annotations
 
-from mmengine.optim import OptimWrapper
+import contextlib
+
+import torch
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIMIZERS
 
+from benchmark.engine import device as dev
+from benchmark.engine.distributed import GradSync
 from benchmark.errors import UserError
 
 RECIPE_KEYS = ("optimizer", "param_scheduler", "batch_size", "epochs", "clip_grad")
@@ -47,8 +59,57 @@ def stage_recipe(method, stage: str, cfg: dict) -> dict:
     return recipe
 
 
-def optim_wrapper(method, recipe: dict) -> OptimWrapper:
-    """An ``OptimWrapper`` over the parameters ``method`` leaves trainable in this stage."""
+class SyncedOptimWrapper(GradSync, OptimWrapper):
+    """mmengine's ``OptimWrapper``, gradients averaged over the ranks after each backward."""
+
+
+class SyncedAmpOptimWrapper(GradSync, AmpOptimWrapper):
+    """mmengine's ``AmpOptimWrapper`` on the training device, gradients averaged over the ranks.
+
+    mmengine's constructor refuses a machine without CUDA and its ``optim_context`` autocasts on
+    whatever ``mmengine.device.get_device()`` says; here the device is the one training runs on
+    (so CPU bf16 works and ``device=cpu`` on a GPU machine stays on the CPU). Loss scaling:
+    CUDA's dynamic ``GradScaler`` for fp16, disabled (a pass-through) for bf16.
+    """
+
+    def __init__(self, dtype: torch.dtype, device: torch.device, **kwargs):
+        OptimWrapper.__init__(self, **kwargs)  # skips AmpOptimWrapper's CUDA-only assertion
+        self._scale_update_param = None
+        self.cast_dtype, self.device = dtype, torch.device(device)
+        self.loss_scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
+
+    @contextlib.contextmanager
+    def optim_context(self, model):
+        with OptimWrapper.optim_context(self, model), torch.autocast(self.device.type, dtype=self.cast_dtype):
+            yield
+
+
+def optim_wrapper(method, recipe: dict, amp: str = "none", device=None) -> OptimWrapper:
+    """The optimiser wrapper over the parameters ``method`` leaves trainable in this stage,
+    at precision ``amp`` (params.yaml ``train.amp``) on ``device``."""
     params = [p for p in method.parameters() if p.requires_grad]
+    kwargs = _wrapper_kwargs(params, recipe)
+    device = torch.device(device or "cpu")
+    dtype = dev.amp_dtype(amp, device)
+    return SyncedOptimWrapper(**kwargs) if dtype is None else SyncedAmpOptimWrapper(dtype, device, **kwargs)
+
+
+def _wrapper_kwargs(params: list, recipe: dict) -> dict:
     optimizer = OPTIMIZERS.build({**recipe["optimizer"], "params": params})
-    return OptimWrapper(optimizer=optimizer, clip_grad=recipe.get("clip_grad") or None)
+    return {"optimizer": optimizer, "clip_grad": recipe.get("clip_grad") or None}
+
+
+def check_recipe(recipe: dict, where: str) -> None:
+    """Build ``recipe``'s optimiser wrapper and parameter schedulers once over a dummy parameter,
+    so that an option the optimiser or a scheduler refuses is one UserError (naming ``where``,
+    e.g. ``train`` or the method's own recipe) before any training starts."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    try:
+        wrapper = OptimWrapper(**_wrapper_kwargs([torch.nn.Parameter(torch.zeros(1))], recipe))
+        for cfg in recipe["param_scheduler"]:  # by_epoch units need no data to be checked
+            PARAM_SCHEDULERS.build({**{k: v for k, v in cfg.items() if k != "convert_to_iter_based"},
+                                    "optimizer": wrapper})
+    except Exception as e:  # noqa: BLE001 - whatever torch or mmengine refuses is the user's setting
+        raise UserError(f"{where}: the optimiser or a parameter scheduler refused its settings "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+

@@ -1,14 +1,24 @@
 """Comparisons across methods and seeds, written by the report stage next to metrics.csv.
 
-- ``significance(scores_df, reference)``: ``results/significance.csv``, the paired DeLong test
-  (``benchmark.stats``) of every method against the ``reference`` method (params
-  ``metrics.reference_method``) on the same test set, condition, subset and level. Scores are
-  paired by image (``video_id``, ``frame_idx``; at video level by ``video_id``, score = mean of
-  the video's frames); only images both methods scored enter (``n_real``/``n_fake`` say how
-  many). Where a block has several severities, a headline row (empty severity) tests the mean
-  AUC over them, from the mean of the per-condition DeLong components (valid because the
-  same images appear in every condition; rows whose images differ between conditions get none).
-  ``diff`` and ``z`` are method minus reference. Empty when the reference method has no scores.
+- ``significance(scores_df, reference, n_boot, seed)``: ``results/significance.csv``, a paired
+  test of every method against the ``reference`` method (params ``metrics.reference_method``) on
+  the same test set, condition, subset and level, with ``diff`` = method minus reference. A
+  video's frames are not independent, so frame-level AUCs are NOT tested by DeLong over frames
+  (whose p-values that makes too small): ``test`` says which test a row used --
+  ``bootstrap_videos`` at frame level: the paired bootstrap of the AUC difference resampling
+  videos, stratified by label, the same resamples for both methods (``n_boot`` replicates seeded
+  by ``seed``: params ``metrics.bootstrap`` / ``metrics.seed``, as the CIs), ``stats.bootstrap_test``;
+  ``delong_videos`` at video level: DeLong on the video scores (mean of a video's frames), which
+  are independent samples. Images are paired by ``video_id``/``frame_idx`` (videos by
+  ``video_id``); only images both methods scored enter (``n_real``/``n_fake`` count them). Where a
+  block has several severities, a headline row (empty severity) tests the mean AUC over them:
+  the mean of the per-condition replicate differences (same video resamples) or of the
+  per-condition DeLong components (valid because the same images appear in every condition;
+  rows whose images differ between conditions get none). A comparison with a non-finite score
+  gets no p-value.
+  ``p_holm``: Holm's correction over the comparisons of one table, the family ``FAMILY``
+  (protocol, seed, train set, perturbation, condition or headline, level: every method, test
+  set and subset of it). Empty when the reference method has no scores.
 - ``seed_summary(metrics_df)``: ``results/metrics_seeds.csv``, mean and sample standard
   deviation (ddof 1; empty for a single seed) of auc/ap/eer/acc over seeds, per metrics row
   without its seed, with ``n_seeds``.
@@ -24,8 +34,10 @@ from benchmark.evaluation import stats
 from benchmark.evaluation.metrics import LEVELS, METRIC_COLUMNS, VALUES, _video_level, subset_rank
 
 BLOCK = ["protocol", "seed", "train_set", "test_set", "quality", "perturbation"]
+FAMILY = ["protocol", "seed", "train_set", "perturbation", "severity", "level"]
+TESTS = {"frame": "bootstrap_videos", "video": "delong_videos"}
 SIGNIFICANCE_COLUMNS = BLOCK + ["severity", "subset", "level", "method", "reference_method",
-                                "auc_method", "auc_reference", "diff", "z", "p_value",
+                                "auc_method", "auc_reference", "diff", "z", "p_value", "p_holm", "test",
                                 "n_real", "n_fake"]
 
 
@@ -49,16 +61,46 @@ def _subsets(merged: pd.DataFrame):
         yield subset, reals | (man == subset) if subset != "all" else np.ones(len(merged), bool)
 
 
-def _row(key, severity, subset, level, method, reference, comp_m, comp_r, labels) -> dict:
-    test = stats.delong_paired(comp_m, comp_r)
+class _Comparison:
+    """One condition and subset of a method against the reference: the AUCs and what the test needs."""
+
+    def __init__(self, part: pd.DataFrame, level: str, n_boot: int, seed: int):
+        self.samples, self.y = tuple(part["sample"]), part["label"].to_numpy(int)
+        sm, sr = part["score_m"].to_numpy(float), part["score_ref"].to_numpy(float)
+        finite = bool(np.isfinite(sm).all() and np.isfinite(sr).all())
+        self.comp_m = stats.delong_components(self.y, sm if finite else np.zeros_like(sm))
+        self.comp_r = stats.delong_components(self.y, sr if finite else np.zeros_like(sr))
+        self.reps = None
+        if level == "frame" and n_boot > 0 and finite and np.unique(self.y).size == 2:
+            videos, g = np.unique(part["video_id"].astype(str).to_numpy(), return_inverse=True)
+            vlab = np.zeros(videos.size, int)
+            vlab[g] = self.y
+            counts = stats.video_resamples(vlab, n_boot, seed)
+            self.reps = stats.clustered_auc(self.y, sm, g, counts) - stats.clustered_auc(self.y, sr, g, counts)
+        self.finite, self.level = finite, level
+
+
+def _row(key, severity, subset, level, method, reference, parts: list[_Comparison]) -> dict:
+    """The test of the mean AUC over ``parts`` (one part: that condition)."""
+    comp_m = stats.mean_components([p.comp_m for p in parts])
+    comp_r = stats.mean_components([p.comp_r for p in parts])
+    auc_m, auc_r = comp_m[0], comp_r[0]
+    if not all(p.finite for p in parts):
+        test = {"z": math.nan, "p_value": math.nan}
+        auc_m = auc_r = math.nan
+    elif level == "frame":
+        reps = [p.reps for p in parts]
+        test = stats.bootstrap_test(auc_m - auc_r, np.mean(reps, axis=0) if all(r is not None for r in reps) else [])
+    else:
+        test = stats.delong_paired(comp_m, comp_r)
+    y = parts[0].y
     return {**key, "severity": severity, "subset": subset, "level": level, "method": method,
-            "reference_method": reference, "auc_method": test["auc_a"],
-            "auc_reference": test["auc_b"], "diff": test["diff"], "z": test["z"],
-            "p_value": test["p_value"], "n_real": int((labels == 0).sum()),
-            "n_fake": int((labels == 1).sum())}
+            "reference_method": reference, "auc_method": auc_m, "auc_reference": auc_r, "diff": auc_m - auc_r,
+            "z": test["z"], "p_value": test["p_value"], "test": TESTS[level],
+            "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum())}
 
 
-def significance(scores_df: pd.DataFrame, reference: str) -> pd.DataFrame:
+def significance(scores_df: pd.DataFrame, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     rows = []
     for values, block in scores_df.groupby(BLOCK, dropna=False, sort=True):
         key = dict(zip(BLOCK, values))
@@ -67,31 +109,29 @@ def significance(scores_df: pd.DataFrame, reference: str) -> pd.DataFrame:
             continue
         for method in sorted(methods - {reference}):
             for level in LEVELS:
-                rows += _compare(block, key, method, reference, level)
+                rows += _compare(block, key, method, reference, level, int(n_boot), int(seed))
     out = pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
     for c in ("seed", "severity", "n_real", "n_fake"):
         out[c] = pd.to_numeric(out[c]).astype("Int64")
+    out["p_holm"] = np.nan
+    for _, idx in out.groupby(FAMILY, dropna=False, sort=False).groups.items():
+        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p_value"].to_numpy(float))
     return out
 
 
-def _compare(block, key, method, reference, level) -> list[dict]:
+def _compare(block, key, method, reference, level, n_boot, seed) -> list[dict]:
     rows, per_subset = [], {}
     for severity, cond in block.groupby("severity", dropna=False, sort=True):
         merged = _paired(cond[cond["method"] == reference], cond[cond["method"] == method], level)
         for subset, keep in _subsets(merged):
-            part = merged[keep]
-            y = part["label"].to_numpy(int)
-            comp_m = stats.delong_components(y, part["score_m"])
-            comp_r = stats.delong_components(y, part["score_ref"])
-            rows.append(_row(key, severity, subset, level, method, reference, comp_m, comp_r, y))
-            per_subset.setdefault(subset, []).append((tuple(part["sample"]), y, comp_m, comp_r))
+            part = _Comparison(merged[keep], level, n_boot, seed)
+            rows.append(_row(key, severity, subset, level, method, reference, [part]))
+            per_subset.setdefault(subset, []).append(part)
     n_sev = block["severity"].nunique()
-    for subset, conds in per_subset.items():
-        if n_sev < 2 or len(conds) != n_sev or len({c[0] for c in conds}) != 1:
+    for subset, parts in per_subset.items():
+        if n_sev < 2 or len(parts) != n_sev or len({p.samples for p in parts}) != 1:
             continue
-        comp_m = stats.mean_components([c[2] for c in conds])
-        comp_r = stats.mean_components([c[3] for c in conds])
-        rows.append(_row(key, math.nan, subset, level, method, reference, comp_m, comp_r, conds[0][1]))
+        rows.append(_row(key, math.nan, subset, level, method, reference, parts))
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Cost of every grid method: parameters, GFLOPs, CPU inference speed, peak training memory.
+"""Cost of every grid method: parameters, GFLOPs, inference speed, peak training memory.
 
 One row per (method, setting): ``default`` is the method as params.yaml builds it at the grid's
 input size (``extract.size``); ``paper`` overrides the constructor with the class attribute
@@ -11,14 +11,16 @@ Columns (``COLUMNS``):
 - ``gflops``: FLOPs of one eval-mode forward of one image, counted by
   ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts 2 FLOPs; it counts
   matmul/conv/attention-like aten ops, not element-wise ones nor FFTs), in 1e9;
-- ``images_per_s``: CPU eval-mode inference, ``cost.batch_size`` images per call, best of
-  ``cost.iters`` timed calls after one warm-up call, with torch's current thread count;
+- ``images_per_s``: eval-mode inference on params.yaml ``device`` (column ``device``),
+  ``cost.batch_size`` images per call, best of ``cost.iters`` timed calls after one warm-up
+  call (on CUDA each call is synchronised), with torch's current thread count;
 - ``train_peak_mb``: one training step (``method.train_step`` with Adam through mmengine's
-  OptimWrapper, batch ``cost.batch_size``) in a fresh Python subprocess: its peak resident set
-  (``VmHWM`` of /proc/self/status, reset to the current size through /proc/self/clear_refs
-  just before the model is built) minus its resident set at that moment, so the interpreter,
-  the libraries and their import-time peak are not counted. ``ru_maxrss`` is not used: Linux
-  carries it over ``execve`` from the parent, so a child would report the parent's peak.
+  OptimWrapper, batch ``cost.batch_size``) in a fresh Python subprocess. On the CPU: its peak
+  resident set (``VmHWM`` of /proc/self/status, reset to the current size through
+  /proc/self/clear_refs just before the model is built) minus its resident set at that moment,
+  so the interpreter, the libraries and their import-time peak are not counted (``ru_maxrss``
+  is not used: Linux carries it over ``execve`` from the parent, so a child would report the
+  parent's peak). On CUDA: ``torch.cuda.max_memory_allocated`` of that step, model included.
 """
 from __future__ import annotations
 
@@ -33,9 +35,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark import io, registry
+from benchmark.engine.device import describe, resolve
 from benchmark.errors import UserError
 
-COLUMNS = ["method", "backbone", "setting", "input_size", "params_m", "gflops", "images_per_s", "train_peak_mb"]
+COLUMNS = ["method", "backbone", "setting", "input_size", "params_m", "gflops", "images_per_s", "train_peak_mb",
+           "device"]
 OUT = Path("results/cost.csv")
 
 
@@ -88,33 +92,38 @@ def count_gflops(model, batch: dict) -> float:
 
 def images_per_s(model, batch: dict, iters: int) -> float:
     model.eval()
+    device = batch["image"].device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
     with torch.no_grad():
         model(batch)  # warm-up
         best = float("inf")
         for _ in range(max(int(iters), 1)):
+            sync(device)
             start = time.perf_counter()
             model(batch)
+            sync(device)
             best = min(best, time.perf_counter() - start)
     return batch["image"].shape[0] / best
 
 
-def measure(params: dict, name: str, setting: str, kwargs: dict, size: int) -> dict:
+def measure(params: dict, name: str, setting: str, kwargs: dict, size: int, device="cpu") -> dict:
     cfg = params.get("cost", {})
     n, iters = int(cfg.get("batch_size", 2)), int(cfg.get("iters", 2))
-    model = build(_root(params, name), kwargs)
-    batch = dummy_batch(model, n, size, int(params["indicators"]["k"]))
+    model = build(_root(params, name), kwargs).to(device)
+    batch = {key: v.to(device) for key, v in dummy_batch(model, n, size, int(params["indicators"]["k"])).items()}
     return {
         "method": name, "backbone": kwargs.get("backbone", ""), "setting": setting, "input_size": size,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops": count_gflops(model, batch),
         "images_per_s": images_per_s(model, batch, iters),
-        "train_peak_mb": train_peak_mb(_root(params, name), kwargs, size, n, int(params["indicators"]["k"])),
+        "train_peak_mb": train_peak_mb(_root(params, name), kwargs, size, n, int(params["indicators"]["k"]), str(device)),
+        "device": describe(device),
     }
 
 
-def train_peak_mb(name: str, kwargs: dict, size: int, n: int, k: int) -> float:
+def train_peak_mb(name: str, kwargs: dict, size: int, n: int, k: int, device: str = "cpu") -> float:
     """Peak memory of one training step, measured in a fresh subprocess (see the module docstring)."""
-    job = json.dumps({"name": name, "kwargs": kwargs, "size": size, "n": n, "k": k})
+    job = json.dumps({"name": name, "kwargs": kwargs, "size": size, "n": n, "k": k, "device": device})
     done = subprocess.run([sys.executable, "-m", "benchmark.evaluation.cost", job], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"training-memory probe of {name} failed:\n{done.stderr[-2000:]}")
@@ -129,10 +138,13 @@ def _probe(job: dict) -> float:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
     except OSError:
         pass  # kernels without it: VmHWM then also holds the import-time peak (an overestimate)
-    model = build(job["name"], job["kwargs"]).train()
-    batch = dummy_batch(model, job["n"], job["size"], job["k"])
+    device = torch.device(job.get("device", "cpu"))
+    model = build(job["name"], job["kwargs"]).to(device).train()
+    batch = {key: v.to(device) for key, v in dummy_batch(model, job["n"], job["size"], job["k"]).items()}
     wrapper = OptimWrapper(torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4))
     model.train_step(batch, wrapper)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
     return _status_mb("VmHWM") - before_mb
 
 
@@ -145,11 +157,12 @@ def _status_mb(field: str) -> float:
 
 
 def cost_table(params: dict, methods: list[str] | None = None) -> pd.DataFrame:
+    device = resolve(params.get("device", "auto"))
     rows = []
     for name in methods or params["grid"]["methods"]:
         for setting, kwargs, size in settings(params, name):
-            print(f"[cost] {name} {setting} ({kwargs.get('backbone', '')}, {size} px)", file=sys.stderr)
-            rows.append(measure(params, name, setting, kwargs, size))
+            print(f"[cost] {name} {setting} ({kwargs.get('backbone', '')}, {size} px, {device})", file=sys.stderr)
+            rows.append(measure(params, name, setting, kwargs, size, device))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -2,7 +2,8 @@
 
 - ``binary_metrics(labels, scores)``: AUC, AP, EER, accuracy at 0.5 (scikit-learn). With only
   one class AUC/AP/EER are undefined and come back NaN; accuracy is still defined and kept.
-  An empty input gives NaN everywhere.
+  An empty input, or one with a NaN or infinite score (a model that diverged), gives NaN
+  everywhere (the report says which rows).
 - ``compute_metrics(scores_df)``: the tidy ``results/metrics.csv`` frame (``METRIC_COLUMNS``).
   Per condition (protocol, method, seed, train_set, test_set, quality, perturbation, severity)
   and level (``frame``: one sample per row; ``video``: mean frame score per ``video_id``), one
@@ -12,10 +13,12 @@
   (NaN if any condition is NaN); its n_real/n_fake are the per-condition counts (empty when the
   conditions disagree).
 - ``compute_metrics(scores_df, n_boot=B, boot_seed=S)`` also fills auc_ci_low/auc_ci_high with
-  the 95 % percentile bootstrap CI of the AUC, resampling VIDEOS (stratified by label, all
-  frames of a drawn video kept together; ``benchmark.stats``). The replicates depend only on
-  the seed and the block's videos, so every severity of a block uses the same resamples and a
-  headline row's CI is the percentile interval of the per-replicate mean over its conditions.
+  the 95 % bootstrap CI of the AUC, resampling VIDEOS (stratified by label, all frames of a
+  drawn video kept together), on the logit scale (``benchmark.evaluation.stats.logit_ci``: AUC
+  ± 1.96 sd of the replicates' logits; the percentile interval undercovered on simulated
+  clustered scores, ``benchmarks/ci_coverage.py``). The replicates depend only on the seed and
+  the block's videos, so every severity of a block uses the same resamples and a headline
+  row's CI comes from the per-replicate mean over its conditions.
   ``n_boot=0`` (the default) leaves the CI columns empty.
 - ``headline_rows(metrics_df)``: the row that stands for each block (the headline row, or the
   single condition when there is only one).
@@ -53,7 +56,7 @@ def binary_metrics(labels, scores) -> dict:
     s = np.asarray(scores, dtype=float).ravel()
     if y.size != s.size:
         raise ValueError(f"{y.size} labels but {s.size} scores")
-    if y.size == 0:
+    if y.size == 0 or not np.isfinite(s).all():
         return dict(auc=_NAN, ap=_NAN, eer=_NAN, acc=_NAN)
     acc = float(np.mean((s >= 0.5).astype(int) == y))
     if np.unique(y).size < 2:
@@ -98,7 +101,7 @@ def _bootstrap(sample: pd.DataFrame, keep, n_boot: int, seed: int):
     """Replicate AUCs resampling the videos of ``sample[keep]`` (None when not computable)."""
     part = sample[keep]
     y = part["label"].to_numpy(dtype=int)
-    if n_boot <= 0 or np.unique(y).size < 2:
+    if n_boot <= 0 or np.unique(y).size < 2 or not np.isfinite(part["score"].to_numpy(dtype=float)).all():
         return None
     vids = part["video_id"].to_numpy() if "video_id" in part else part.index.to_numpy()
     uniq, inv = np.unique(vids.astype(str), return_inverse=True)
@@ -123,7 +126,7 @@ def _condition_rows(key: dict, df: pd.DataFrame, n_boot: int = 0, seed: int = 0,
             row = {**key, "subset": subset, "level": level, **m,
                    "n_real": int((keep & reals).sum()), "n_fake": int((keep & ~reals).sum())}
             reps = _bootstrap(sample, keep, n_boot, seed)
-            row["auc_ci_low"], row["auc_ci_high"] = stats.percentile_ci(reps if reps is not None else [])
+            row["auc_ci_low"], row["auc_ci_high"] = stats.logit_ci(m["auc"], reps if reps is not None else [])
             if boots is not None and reps is not None:
                 boots.setdefault(_block_key(row), []).append(reps)
             rows.append(row)
@@ -138,7 +141,7 @@ def _headline(block: pd.DataFrame, boots: dict | None = None) -> dict | None:
     row.update({v: float(cond[v].mean(skipna=False)) for v in VALUES})
     reps = (boots or {}).get(_block_key(row), [])
     same = len(reps) == len(cond) and len({r.shape for r in reps}) == 1
-    row["auc_ci_low"], row["auc_ci_high"] = stats.percentile_ci(np.mean(reps, axis=0) if same else [])
+    row["auc_ci_low"], row["auc_ci_high"] = stats.logit_ci(row["auc"], np.mean(reps, axis=0) if same else [])
     row["severity"] = _NAN
     for n in ("n_real", "n_fake"):
         row[n] = int(cond[n].iloc[0]) if cond[n].nunique() == 1 else _NAN

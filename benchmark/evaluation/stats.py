@@ -1,4 +1,10 @@
-"""AUC uncertainty: video-resampling bootstrap CIs and the paired DeLong test.
+"""AUC uncertainty: video-resampling bootstrap CIs and paired tests that respect videos.
+
+A video's frames are not independent (they share the face, the identity, the encoder), so
+every interval and test here treats the video as the unit: frame-level AUCs get a bootstrap
+that resamples videos (``video_resamples``), tested by the paired bootstrap of the difference
+(``bootstrap_test``); video-level AUCs (one score per video) get DeLong's test, whose samples
+are then independent. ``holm`` corrects a family of p-values (Holm 1979).
 
 - ``video_resamples(video_labels, n_boot, seed)``: (B, V) counts, how often each video is drawn
   in each bootstrap replicate. Stratified: the reals are resampled among the reals and the fakes
@@ -12,6 +18,15 @@
 - ``clustered_auc(labels, scores, groups, counts)``: the same for video counts, fast (via the
   fake-video × real-video matrix of summed pair scores); what the metrics use.
 - ``percentile_ci(aucs, level)``: the percentile interval of the replicate AUCs.
+- ``logit_ci(auc, aucs, level)``: the interval the metrics report: auc ± z · sd on the logit
+  scale, sd = the standard deviation of the replicates' logits, mapped back to [0, 1]. On
+  simulated clustered scores (``benchmark.evaluation.simulate``, ``benchmarks/ci_coverage.py``) it
+  holds its level where the percentile interval falls short (small real-video counts, high AUC);
+  an AUC of 0 or 1, or replicates without spread, fall back to the percentile interval.
+- ``bootstrap_test(diff, replicate_diffs)``: two-sided p of "no difference" from the paired
+  bootstrap of AUC_a - AUC_b (the same video resamples for both methods): twice the smaller tail
+  mass beyond 0, (1 + count) / (1 + B) so it is never 0; z = diff / sd(replicates).
+- ``holm(p_values)``: Holm's step-down adjusted p-values (NaN stays NaN, not counted).
 - ``delong_components(labels, scores)``: (auc, V10 per positive, V01 per negative) of
   DeLong, DeLong & Clarke-Pearson (Biometrics 1988): V10(x_i) = mean_j psi(x_i, y_j),
   V01(y_j) = mean_i psi(x_i, y_j), psi = 1 if x > y, 1/2 if equal, 0 otherwise (x positive,
@@ -27,6 +42,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import ndtri
 
 
 def video_resamples(video_labels, n_boot: int, seed: int) -> np.ndarray:
@@ -94,6 +110,43 @@ def percentile_ci(aucs, level: float = 0.95) -> tuple[float, float]:
         return math.nan, math.nan
     lo, hi = np.percentile(a, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
+
+
+def logit_ci(auc: float, aucs, level: float = 0.95) -> tuple[float, float]:
+    a = np.asarray(aucs, dtype=float)
+    if a.size == 0 or np.isnan(a).any() or not math.isfinite(auc):
+        return math.nan, math.nan
+    inside = a[(a > 0) & (a < 1)]
+    if not 0 < auc < 1 or inside.size < max(2, a.size // 2):
+        return percentile_ci(a, level)
+    sd = float(np.std(np.log(inside / (1 - inside)), ddof=1))
+    if not sd > 0:
+        return percentile_ci(a, level)
+    centre, half = math.log(auc / (1 - auc)), float(ndtri(0.5 + level / 2)) * sd
+    return 1 / (1 + math.exp(-(centre - half))), 1 / (1 + math.exp(-(centre + half)))
+
+
+def bootstrap_test(diff: float, replicates) -> dict:
+    d = np.asarray(replicates, dtype=float)
+    if d.size == 0 or np.isnan(d).any() or not math.isfinite(diff):
+        return {"z": math.nan, "p_value": math.nan}
+    tail = min(int((d <= 0).sum()), int((d >= 0).sum()))
+    p = min(1.0, 2.0 * (1 + tail) / (1 + d.size))
+    sd = float(np.std(d, ddof=1)) if d.size > 1 else 0.0
+    z = diff / sd if sd > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return {"z": float(z), "p_value": 1.0 if diff == 0 and sd == 0 else float(p)}
+
+
+def holm(p_values) -> np.ndarray:
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    m, running = order.size, 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[idx]))
+        out[idx] = running
+    return out
 
 
 def delong_components(labels, scores) -> tuple[float, np.ndarray, np.ndarray]:

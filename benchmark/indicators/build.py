@@ -1,11 +1,11 @@
 """Choosing the indicator backend from params.yaml, and reloading fitted levels."""
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+from benchmark import io
 from benchmark.errors import UserError
 from benchmark.indicators.binning import IndicatorLevels
 from benchmark.indicators.clip import OpenCLIPIndicator
@@ -34,29 +34,32 @@ def build_indicator(cfg: Mapping | None = None, **overrides):
             return OpenCLIPIndicator(**kwargs)
         except UserError as e:
             warnings.warn(f"indicators: using the fallback backend (not CLIP): {e}", stacklevel=2)
-            return FallbackIndicator(reason=str(e))
+            return FallbackIndicator(reason=str(e), device=kwargs.get("device", "cpu"))
     return get(INDICATORS, name)(**kwargs)
 
 
-def backend_from_description(d: Mapping):
-    """Rebuild exactly the backend a ``data/indicators/<D>.json`` was computed with."""
+def backend_from_description(d: Mapping, device=None):
+    """Rebuild exactly the backend a ``data/indicators/<D>.json`` was computed with, on ``device``
+    (a torch device or name; None = the CPU)."""
+    device = "cpu" if device is None else device
     if d.get("backend") == "fallback":
-        return FallbackIndicator(reason=d.get("fallback_reason"))
-    return build_indicator({k: d[k] for k in ("backend", "model", "weights", "logit_scale") if k in d})
+        return FallbackIndicator(reason=d.get("fallback_reason"), device=device)
+    return build_indicator({k: d[k] for k in ("backend", "model", "weights", "logit_scale") if k in d}, device=device)
 
 
-def load_indicator(path, cfg: Mapping | None = None, backend=None) -> IndicatorLevels:
+def load_indicator(path, cfg: Mapping | None = None, backend=None, device=None) -> IndicatorLevels:
     """IndicatorLevels from ``data/indicators/<D>.json``, with the backend it was fitted with.
 
     The result has ``score(images)``, ``levels(images)`` and ``levels_from_scores(scores)``.
     ``cfg`` (params.yaml ``indicators``), when given, must still agree with the file on
     binning and k, and on the backend unless it says ``auto`` (else UserError: re-run the
-    stage).  A ``backend`` passed in must match the recorded one (the edges fit its scores).
+    stage).  A ``backend`` passed in must match the recorded one (the edges fit its scores);
+    otherwise it is rebuilt on ``device`` (params.yaml ``device``, resolved; None = the CPU).
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"indicator file {path} not found; run the `indicators` stage first")
-    d = json.loads(path.read_text())
+    d = io.read_json(path, f"`python -m benchmark indicators dataset={path.stem}`")
     if cfg:
         want = {"binning": cfg.get("binning", "quantile"), "k": int(cfg.get("k", 5))}
         if cfg.get("backend", "auto") not in ("auto", None):
@@ -66,7 +69,7 @@ def load_indicator(path, cfg: Mapping | None = None, backend=None) -> IndicatorL
             raise UserError(f"{path} is stale ({', '.join(f'{k}: {a} in file, {b} in params' for k, (a, b) in stale.items())}); "
                             f"re-run the `indicators` stage")
     if backend is None:
-        backend = backend_from_description(d)
+        backend = backend_from_description(d, device)
     else:
         got = backend.describe()
         if any(got.get(k) != d.get(k) for k in ("backend", "model", "weights", "logit_scale")):

@@ -10,16 +10,23 @@ figure ranges, scores near 50 %); ``logit_scale: true`` uses CLIP's learnt scale
 ``a = exp(model.logit_scale)``.  VQI uses ["Good photo.", "Bad photo."] (q = P(good));
 FII uses ["manipulated face.", "genuine face."] (q = P(manipulated)).
 
-Weights never come from the network.  ``weights`` is one of
+``weights`` is one of
 
 * a local checkpoint file (loaded by open_clip itself, ``weights_only=True``);
-* an open_clip pretrained tag (e.g. ``openai``, ``laion2b_s34b_b79k``), used only if its file
-  is already in the Hugging Face or open_clip cache (``cache_dir``, default ones otherwise);
-* null: the first cached tag of the model (``openai`` first);
+* an open_clip pretrained tag (e.g. ``openai``, ``laion2b_s34b_b79k``): taken from the Hugging
+  Face or open_clip cache (``cache_dir``, default ones otherwise) when it is there, else fetched
+  by open_clip's own download logic (``open_clip.download_pretrained``: the Hugging Face hub or
+  the tag's URL, into those caches); offline with nothing cached, a one-line error names the
+  file and where to put it;
+* null: the first *cached* tag of the model (``openai`` first); nothing is downloaded, so
+  ``backend: auto`` stays offline;
 * ``random``: random initialisation -- for tests and timing only, never chosen by ``auto``.
 
 Anything else that cannot be loaded raises a one-line ``UserError``.  Images are
-preprocessed with the model's own evaluation transform (resize, centre crop, normalise).
+preprocessed with the model's own evaluation transform (resize, centre crop, normalise) on the
+CPU with PIL, except where the images already have the model's input size: then resize and
+crop are identities and the same arithmetic (``/255``, minus mean, over std) runs as tensor ops
+on the model's ``device`` (the same numbers, without a trip through PIL).
 """
 from __future__ import annotations
 
@@ -76,6 +83,26 @@ def _cached_tag_file(model: str, tag: str, cache_dir: str | None) -> str | None:
     return None
 
 
+def _download(model: str, tag: str, cfg: dict, cache_dir: str | None) -> str:
+    """open_clip's own download of a pretrained tag into its cache, or a one-line UserError."""
+    import open_clip
+    path, why = "", "the download gave no file"
+    try:
+        path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
+    except Exception as e:  # noqa: BLE001 - offline, no hub access, a failed checksum: all one line
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+    if path and os.path.isfile(path):
+        return path
+    if cfg.get("hf_hub"):
+        repo, fname = os.path.split(cfg["hf_hub"])
+        where = (f"`{fname or 'open_clip_pytorch_model.bin'}` of the Hugging Face repo {repo} into the hub "
+                 f"cache (HF_HOME, e.g. `huggingface-cli download {repo} {fname or 'open_clip_pytorch_model.bin'}`)")
+    else:
+        where = f"{cfg.get('url', '?')} into {cache_dir or os.path.expanduser('~/.cache/clip')}"
+    raise UserError(f"open_clip weights {model}/{tag} are not in the local cache and could not be downloaded "
+                    f"({why}); put {where}, or set indicators.weights to a local checkpoint file")
+
+
 def resolve_weights(model: str, weights, cache_dir: str | None = None):
     """``(checkpoint_path | None, tag | None)`` for ``weights``, or a UserError saying what to do."""
     import open_clip
@@ -97,16 +124,29 @@ def resolve_weights(model: str, weights, cache_dir: str | None = None):
     weights = str(weights)
     if os.path.isfile(weights):
         return weights, None
-    if open_clip.get_pretrained_cfg(model, weights):
+    cfg = open_clip.get_pretrained_cfg(model, weights)
+    if cfg:
         path = _cached_tag_file(model, weights, cache_dir)
-        if path:
-            return path, weights
-        raise UserError(f"open_clip weights {model}/{weights} are not in the local cache (no "
-                        f"download is attempted); set indicators.weights to a local checkpoint "
-                        f"file, or use indicators.backend=fallback (or auto)")
+        return (path or _download(model, weights, cfg, cache_dir)), weights
     raise UserError(f"open_clip weights file {weights} not found (model {model}); set "
                     f"indicators.weights to an existing checkpoint file, or use "
                     f"indicators.backend=fallback (or auto)")
+
+
+def _identity_resize_normalise(preprocess, hw) -> tuple[tuple, tuple] | None:
+    """(mean, std) when ``preprocess`` is Resize(s) + CenterCrop(s) + convert + ToTensor + Normalize
+    and the images are s x s (open_clip's evaluation transform at its input size), else None."""
+    from torchvision import transforms as T
+    steps = list(getattr(preprocess, "transforms", []))
+    kinds = [type(t).__name__ for t in steps]
+    if kinds != ["Resize", "CenterCrop", "MaybeConvertMode", "MaybeToTensor", "Normalize"]:
+        return None
+    resize, crop, norm = steps[0], steps[1], steps[4]
+    side = resize.size if isinstance(resize.size, int) else (resize.size[0] if len(resize.size) == 1 else None)
+    if not isinstance(norm, T.Normalize) or side is None or tuple(crop.size) != (side, side) \
+            or tuple(int(x) for x in hw) != (side, side):
+        return None
+    return tuple(float(m) for m in norm.mean), tuple(float(v) for v in norm.std)
 
 
 @INDICATORS.register_module(name="open_clip")
@@ -147,7 +187,11 @@ class OpenCLIPIndicator:
         self.scale = float(self.model.logit_scale.detach().exp()) if self.use_logit_scale else 1.0
 
     def preprocess_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """The model's own evaluation transform applied to each RGB uint8 image."""
+        """The model's own evaluation transform applied to each RGB uint8 image (on ``device``)."""
+        fast = _identity_resize_normalise(self.preprocess, images.shape[-2:])
+        if fast is not None:  # resize and crop are identities: the same arithmetic as tensor ops
+            mean, std = (torch.tensor(v, device=self.device).view(1, 3, 1, 1) for v in fast)
+            return images.to(self.device).float().div(255).sub_(mean).div_(std)
         arr = images.permute(0, 2, 3, 1).cpu().numpy()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny per-image tensor ops: OpenMP hand-offs cost more

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 
 from benchmark import io
-from benchmark.data.frames import read_crop
+from benchmark.data.frames import crops_tensor
 from benchmark.errors import UserError
 from benchmark.indicators.binning import IndicatorLevels
 from benchmark.indicators.build import build_indicator, load_indicator
@@ -23,24 +23,19 @@ OUT_COLUMNS = ["video_id", "frame_idx", "quality", "split", "label", "manipulati
 def _read(x, what: str) -> pd.DataFrame:
     if isinstance(x, pd.DataFrame):
         return x
-    if not Path(x).is_file():
-        raise UserError(f"{what} {x} not found; run the stage that writes it first")
-    return pd.read_parquet(x)
+    return io.read_table(x, f"the stage that writes the {what} first")
 
 
-def load_crops(faces_dir, rel_paths) -> torch.Tensor:
-    """RGB uint8 (N, 3, H, W) of crops given by manifest ``path`` values (relative to faces_dir)."""
-    out = [read_crop(Path(faces_dir) / rel) for rel in rel_paths]
-    if len({a.shape for a in out}) > 1:
-        raise UserError(f"face crops under {faces_dir} differ in size; re-run the `extract` stage")
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+def load_crops(faces_dir, rows: pd.DataFrame) -> torch.Tensor:
+    """RGB uint8 (N, 3, H, W) of the crops of manifest ``rows`` (read from the crop store)."""
+    return crops_tensor(faces_dir, rows)
 
 
 def score_manifest(manifest: pd.DataFrame, faces_dir, backend, batch_size: int = 256):
     """``(vqi, fii)`` float arrays for every manifest row, scored in batches."""
     vqi, fii = [], []
     for i in range(0, len(manifest), batch_size):
-        s = backend.score(load_crops(faces_dir, manifest["path"].iloc[i:i + batch_size]))
+        s = backend.score(load_crops(faces_dir, manifest.iloc[i:i + batch_size]))
         vqi.append(s["vqi"])
         fii.append(s["fii"])
     return (np.concatenate(vqi) if vqi else np.zeros(0)), (np.concatenate(fii) if fii else np.zeros(0))
@@ -107,7 +102,7 @@ def compute_indicators(faces_dir, out_dir, dataset: str, cfg: Mapping, *, metada
     if manifest is None:
         manifest = faces_dir / "manifest.parquet"
     man = _read(manifest, "face manifest").reset_index(drop=True)
-    missing = [c for c in OUT_COLUMNS[:6] + ["path"] if c not in man.columns]
+    missing = [c for c in OUT_COLUMNS[:6] + ["path", "offset", "nbytes", "crc32"] if c not in man.columns]
     if missing:
         raise UserError(f"face manifest lacks columns {missing}; re-run the `extract` stage")
     backend = backend or build_indicator(cfg)

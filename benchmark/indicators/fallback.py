@@ -111,7 +111,7 @@ def fallback_scores(images: torch.Tensor) -> dict[str, np.ndarray]:
         parts = [_scores(images[i:i + step]) for i in range(0, n, step)]
     finally:
         torch.set_num_threads(threads)
-    return {k: torch.cat([p[k] for p in parts]).double().numpy() for k in ("vqi", "fii")}
+    return {k: torch.cat([p[k] for p in parts]).double().cpu().numpy() for k in ("vqi", "fii")}
 
 
 def _scores(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -149,11 +149,12 @@ class FallbackIndicator:
 
     name = "fallback"
 
-    def __init__(self, reason: str | None = None, **_ignored):
+    def __init__(self, reason: str | None = None, device="cpu", **_ignored):
         self.reason = reason  # why auto resolution fell back, recorded for provenance
+        self.device = torch.device(device)  # where the statistics are computed (params.yaml device)
 
     def score(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        return fallback_scores(images.cpu())
+        return fallback_scores(images.to(self.device))
 
     def describe(self) -> dict:
         d = {"backend": "fallback",

@@ -34,14 +34,15 @@ VERB_MODULES = {
     "train": ("benchmark.engine", "benchmark.data.frames", "benchmark.data.jpeg", "benchmark.data.selection",
               "benchmark.indicators"),
     "evaluate": ("benchmark.engine.checkpoint", "benchmark.evaluation.score", "benchmark.evaluation.conditions",
-                 "benchmark.data.selection", "benchmark.indicators"),
+                 "benchmark.evaluation.indicator_cache", "benchmark.engine.device", "benchmark.data.selection",
+                 "benchmark.indicators", "benchmark.io"),
     "analyze": ("benchmark.report.analysis", "benchmark.engine.checkpoint", "benchmark.data.selection",
                 "benchmark.indicators"),
     "plots": ("benchmark.report.model_plots", "benchmark.engine.checkpoint", "benchmark.data.selection",
               "benchmark.indicators"),
     "cost": ("benchmark.evaluation.cost",),
     "metrics": ("benchmark.evaluation.metrics", "benchmark.evaluation.compare", "benchmark.report.series"),
-    "report": ("benchmark.evaluation.compare", "benchmark.report"),
+    "report": ("benchmark.evaluation.compare", "benchmark.evaluation.comparable", "benchmark.report"),
 }
 VERB_FILES = {"report": ("benchmark/report/templates",)}  # non-Python code a verb reads
 PLOT_FILES = [f"results/plots/{n}.{e}" for n in ("tsne", "gradcam") for e in ("png", "svg", "txt")]
@@ -200,8 +201,7 @@ def score_sources(protos: dict, rows: dict) -> dict[tuple[str, str], str]:
 def metrics_stage(protocol: str, sources: dict[str, str]) -> Stage:
     """One protocol's metrics, significance tests, DVC headline AUCs and curves (``reporting``),
     from the scores of each of its methods (``sources``: {method: protocol that scored it})."""
-    from benchmark.pipeline.reporting import metrics_paths
-    out = metrics_paths(protocol)
+    out = specs.metrics_paths(protocol)
     scores = [str(specs.scores_path(src, m, "x", 0).parent) for m, src in sources.items()]
     return Stage("metrics", {"protocol": protocol},
                  [*scores, f"protocols/{protocol}.yaml", *code_deps("metrics")],
@@ -234,11 +234,11 @@ def analyze_stages(params: dict, protos: dict, rows: dict) -> list[Stage]:
 def plots_stage(params: dict) -> Stage:
     cfg, methods = params["plots"], list(params["grid"]["methods"])
     ds = specs.parse_train_set(cfg["train_set"], params)["dataset"]
-    deps = [str(specs.model_dir(cfg["train_set"], m, "${plots.seed}")) for m in methods]
+    deps = [str(specs.model_dir(cfg["train_set"], m, FIRST_SEED)) for m in methods]
     deps += [str(specs.faces_dir(ds)), str(specs.indicators_json(ds))]
     roots = [specs.resolve_method(params, m)[0] for m in methods]
     return Stage("plots", {}, deps + code_deps("plots", roots),
-                 ["plots", "grid.methods", *sorted({k for m in methods for k in method_params(params, m)})],
+                 ["plots", "grid.methods", "grid.seeds", *sorted({k for m in methods for k in method_params(params, m)})],
                  [Out(p) for p in PLOT_FILES])
 
 
@@ -251,13 +251,17 @@ def cost_stage(params: dict) -> Stage:
 
 
 def report_stage(params: dict, upstream: list[Stage]) -> Stage:
-    from benchmark.pipeline.reporting import MODEL_CURVES
     histories = [f"{o.path}/history.csv" for s in upstream if s.verb == "train" for o in s.outs]
     made = [o.path for s in upstream if s.verb == "metrics" for o in s.outs if not o.metric]
-    deps = [*made, *(["results/analysis"] if any(s.verb == "analyze" for s in upstream) else []),
+    scores = sorted({d for s in upstream if s.verb == "metrics" for d in s.deps if d.startswith("results/scores/")})
+    deps = [*made, *scores, *(["results/analysis"] if any(s.verb == "analyze" for s in upstream) else []),
             *PLOT_FILES, "results/cost.csv", "results/paper", "protocols",
             *sorted({h.replace(SEED, FIRST_SEED) for h in histories}), *code_deps("report")]
-    outs = [Out(p) for p in ("results/report.html", "results/tables", "results/figures", str(MODEL_CURVES),
+    outs = [Out(p) for p in ("results/report.html", "results/tables", "results/figures", str(specs.MODEL_CURVES),
                              "results/metrics.csv", "results/metrics.json", "results/significance.csv",
-                             "results/metrics_seeds.csv")]
-    return Stage("report", {}, deps, ["report", "grid.methods", "grid.protocols", "grid.seeds"], outs)
+                             "results/metrics_seeds.csv", "results/metrics_params.json")]
+    # the params record (evaluation.comparable) hashes every section that decides an AUC
+    from benchmark.evaluation.comparable import IGNORED
+    decided = sorted(k for k in params if k not in (*IGNORED, "methods", "grid"))
+    methods = sorted({k for m in params["grid"]["methods"] for k in method_params(params, m)})
+    return Stage("report", {}, deps, ["report", "grid", *decided, *methods], outs)

@@ -1,45 +1,96 @@
 """Gathers where a table came from (dataset, backbone and weights per method,
 indicator, seeds, commit) from params and the stage outputs on disk; the
-report formats it (benchmark.report.provenance_text) under every table."""
+report formats it (benchmark.report.provenance_text) under every table.
+
+Rows to be read with care are marked (``marks``: method -> "†") and explained in ``notes``: a
+training that diverged (its ``train.json`` says where, and which checkpoint was scored
+instead) and scores that are not finite (their AUCs are left empty)."""
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from benchmark import io
 from benchmark.data.layout import partial_note
 from benchmark.pipeline import specs
 
+MARK = "†"
 
-def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list[str]) -> dict:
+
+def _train_record(ts: str, method: str, seed: int) -> dict:
+    rec = specs.model_dir(ts, method, seed) / "train.json"
+    rerun = f"`python -m benchmark train method={method} train_set={ts} seed={seed}`"
+    return io.read_json(rec, rerun) if rec.is_file() else {}
+
+
+def flagged(methods: list[str], seeds: list[int], train_sets: list[str], scores=None) -> tuple[list[str], dict]:
+    """(notes, marks) for diverged trainings and non-finite scores (module docstring)."""
+    notes, marks = [], {}
+    for m in methods:
+        for ts in train_sets:
+            for seed in seeds:
+                d = _train_record(ts, m, seed).get("diverged")
+                if d:
+                    marks[m] = MARK
+                    notes.append(f"{MARK} {m} (seed {seed}, {ts}): training diverged at stage {d['stage']}, epoch "
+                                 f"{d['epoch']}, iteration {d['iteration']} ({d['what']}); its rows score "
+                                 f"{d['kept']}")
+    if scores is not None and len(scores):
+        bad = scores[~np.isfinite(scores["score"].to_numpy(dtype=float))]
+        for (m, ts, seed), part in bad.groupby(["method", "train_set", "seed"], sort=True):
+            total = int(((scores["method"] == m) & (scores["train_set"] == ts) & (scores["seed"] == seed)).sum())
+            marks[str(m)] = MARK
+            notes.append(f"{MARK} {m} (seed {seed}, {ts}): {len(part)} of {total} scores are not finite (NaN or "
+                         f"inf); the AUCs they enter are left empty")
+    return notes, marks
+
+
+def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list[str], scores=None) -> dict:
     ff = params["datasets"]["ff"]
     ind_file = specs.indicators_json("ff")
-    ind = json.loads(ind_file.read_text()) if ind_file.is_file() else {}
+    ind = io.read_json(ind_file, "`python -m benchmark indicators dataset=ff`") if ind_file.is_file() else {}
     per_method = {}
     for m in methods:
         cfg = params["methods"].get(m, {})
         info = {"backbone": cfg.get("backbone", "?"), "weights": "random init" if not cfg.get("pretrained") else Path(cfg["pretrained"]).name}
         for ts in train_sets:  # what the trained model itself recorded wins over params
-            rec = specs.model_dir(ts, m, seeds[0]) / "train.json" if seeds else None
-            if rec and rec.is_file():
-                info.update(json.loads(rec.read_text()).get("provenance", {}))
+            rec = _train_record(ts, m, seeds[0]) if seeds else {}
+            if rec:
+                info.update(rec.get("provenance", {}))
+                info["trained_on"] = rec.get("compute")
                 break
+        info["evaluated_on"] = _scores_compute(m)
         per_method[m] = info
+    flag_notes, marks = flagged(methods, seeds, train_sets, scores)
     return {
         "title": params["report"]["title"],
         "dataset": {"name": ff["name"], "synthetic": specs.dataset_class(params, "ff").synthetic, "root": ff["root"],
-                    "face_detector": ff.get("face_detector")},
+                    "face_detector": ff.get("face_detector"), "faces": ff.get("faces", "track")},
         "methods": per_method,
         "indicator": {"backend": ind.get("backend", "?"), "model": ind.get("model"), "weights": ind.get("weights"),
                       "binning": params["indicators"]["binning"], "k": params["indicators"]["k"],
                       "logit_scale": params["indicators"]["logit_scale"]},
         "seeds": seeds,
-        "notes": _indicator_notes(ind) + partial_notes(params),
+        "notes": _indicator_notes(ind) + partial_notes(params) + flag_notes,
+        "marks": marks,
         "commit": git_commit(),
         "dvc_lock": _dvc_lock_hashes(),
     }
+
+
+def _scores_compute(method: str) -> dict | None:
+    """The device/precision a method's scores files record (``evaluation.score.compute``)."""
+    import pyarrow.parquet as pq
+    for f in sorted(Path("results/scores").glob(f"*/{method}/*.parquet")):
+        meta = pq.read_schema(f).metadata or {}
+        attrs = json.loads(meta.get(b"PANDAS_ATTRS", b"{}"))
+        if attrs.get("compute"):
+            return attrs["compute"]
+    return None
 
 
 def _indicator_notes(ind: dict) -> list[str]:
@@ -60,7 +111,8 @@ def partial_notes(params: dict) -> list[str]:
     notes = []
     for name in params["datasets"]:
         path = specs.faces_dir(name) / "extract_report.json"
-        partial = json.loads(path.read_text()).get("partial") if path.is_file() else None
+        hint = f"`python -m benchmark extract dataset={name}`"
+        partial = io.read_json(path, hint).get("partial") if path.is_file() else None
         if partial:
             notes.append(f"datasets.{name}: {partial_note(partial)}")
     return notes

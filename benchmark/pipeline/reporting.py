@@ -15,17 +15,7 @@ import pandas as pd
 from benchmark import config, io
 from benchmark.errors import UserError
 from benchmark.pipeline import specs
-
-RESULTS = Path("results")
-
-
-def metrics_paths(protocol: str) -> dict[str, Path]:
-    """Where ``metrics-<protocol>`` writes: tidy metrics, significance, DVC headline, curves."""
-    return {"csv": RESULTS / "metrics" / f"{protocol}.csv", "json": RESULTS / "metrics" / f"{protocol}.json",
-            "significance": RESULTS / "significance" / f"{protocol}.csv", "curves": RESULTS / "curves" / protocol}
-
-
-MODEL_CURVES = RESULTS / "curves" / "models"
+from benchmark.pipeline.specs import MODEL_CURVES, RESULTS, metrics_paths  # noqa: F401  (where the stages write)
 
 
 def _order(params: dict):
@@ -42,25 +32,37 @@ def grid_rows(params: dict, protocols=(), methods=()) -> dict[str, list[str]]:
     return out
 
 
+def score_files(params: dict, protocol: str, methods=()) -> list[Path]:
+    """The score files of ``protocol``'s grid rows (plus ``methods``) on disk; a row scored by
+    another protocol reads that one's (``graph.score_sources``)."""
+    from benchmark.pipeline import graph
+    all_rows = grid_rows(params, [protocol], methods)
+    sources = graph.score_sources({p: config.load_protocol(p) for p in all_rows}, all_rows)
+    files = [specs.scores_path(sources[(protocol, m)], m, ts, s) for m in all_rows[protocol]
+             for ts in specs.protocol_train_sets(config.load_protocol(protocol)) for s in params["grid"]["seeds"]]
+    return [f for f in files if f.is_file()]
+
+
+def read_scores(files: list[Path], columns=None) -> pd.DataFrame:
+    from benchmark.pipeline import inputs
+    return pd.concat([io.read_table(f, inputs.scores_stage(f), inputs.SCORE_COLUMNS)[columns or slice(None)]
+                      for f in files], ignore_index=True)
+
+
 def protocol_metrics(params: dict, protocol: str, methods=()) -> list[Path]:
     from benchmark.evaluation import compare, metrics
     from benchmark.report import series
-    from benchmark.pipeline import graph
     proto = config.load_protocol(protocol)
-    all_rows = grid_rows(params, [protocol], methods)
-    rows = all_rows[protocol]
-    sources = graph.score_sources({p: config.load_protocol(p) for p in all_rows}, all_rows)
-    files = [specs.scores_path(sources[(protocol, m)], m, ts, s) for m in rows
-             for ts in specs.protocol_train_sets(proto) for s in params["grid"]["seeds"]]
-    files = [f for f in files if f.is_file()]
+    files = score_files(params, protocol, methods)
     if not files:
         raise UserError(f"no scores of protocol {protocol} under results/scores; run `python -m benchmark run "
                         f"protocol={protocol}` first")
-    scores = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).assign(protocol=protocol)
+    scores = read_scores(files).assign(protocol=protocol)
     mcfg, out = params["metrics"], metrics_paths(protocol)
     table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
     io.write_csv(out["csv"], table)
-    io.write_csv(out["significance"], compare.significance(scores, mcfg["reference_method"]))
+    io.write_csv(out["significance"], compare.significance(scores, mcfg["reference_method"], mcfg["bootstrap"],
+                                                           mcfg["seed"]))
     io.write_json(out["json"], series.headline(table, {protocol: proto}).get(protocol, {}))
     curves = series.protocol_series(table, series.roc_frames(scores, {protocol: proto}), protocol, out["curves"])
     return [out["csv"], out["json"], out["significance"], *curves]
@@ -81,7 +83,7 @@ def histories(params: dict, rows: dict[str, list[str]]) -> dict[str, pd.DataFram
 def write(params: dict, protocols=(), methods=(), out_dir: Path = RESULTS) -> list[Path]:
     """The report of the grid's protocols (plus any named here) into ``results/``; with another
     ``out_dir``, of the named protocols only (``run protocol=P`` before the grid is complete)."""
-    from benchmark.evaluation import compare
+    from benchmark.evaluation import comparable, compare
     from benchmark.pipeline import provenance
     from benchmark.report import render_report, series
     out_dir = Path(out_dir)
@@ -101,9 +103,12 @@ def write(params: dict, protocols=(), methods=(), out_dir: Path = RESULTS) -> li
     io.write_csv(out_dir / "significance.csv", significance)
     io.write_csv(out_dir / "metrics_seeds.csv", compare.seed_summary(table))
     io.write_json(out_dir / "metrics.json", series.headline(table, protos))
+    io.write_json(out_dir / comparable.RECORD.name, comparable.record(params))  # which params made these metrics
     shown = sorted(table["method"].unique(), key=_order(params))
+    files = sorted({f for p in done for f in score_files(params, p, methods)})
+    scores = read_scores(files, ["method", "train_set", "seed", "score"]) if files else None  # non-finite marks
     prov = provenance.collect(params, shown, sorted(int(s) for s in table["seed"].unique()),
-                              sorted(table["train_set"].unique()))
+                              sorted(table["train_set"].unique()), scores)
     hist = histories(params, rows)
     analyses = [specs.analysis_dir(m) for m in shown if specs.analysis_dir(m).is_dir()]
     rocs = {k: v for p in done for k, v in series.read_rocs(metrics_paths(p)["curves"], p).items()}
@@ -112,5 +117,6 @@ def write(params: dict, protocols=(), methods=(), out_dir: Path = RESULTS) -> li
         inputs.update(figure_dir=out_dir / "figures", significance_csv=out_dir / "significance.csv")
     written = series.model_series(hist, analyses, MODEL_CURVES) if out_dir == RESULTS else []
     paths = render_report(table, prov, protos, out_dir, histories=hist, analysis_dirs=analyses, rocs=rocs, **inputs)
-    return [out_dir / n for n in ("metrics.csv", "metrics.json", "significance.csv", "metrics_seeds.csv")] \
+    return [out_dir / n for n in ("metrics.csv", "metrics.json", "significance.csv", "metrics_seeds.csv",
+                                  comparable.RECORD.name)] \
         + written + paths

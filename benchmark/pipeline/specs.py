@@ -158,3 +158,15 @@ def dataset_cfg(params: dict, dataset: str, check_root: bool = True) -> dict:
     if check_root and not Path(cfg["root"]).exists():
         raise UserError(f"dataset root {cfg['root']} does not exist; set datasets.{dataset}.root in params.yaml")
     return cfg
+
+
+RESULTS = Path("results")
+
+
+def metrics_paths(protocol: str) -> dict[str, Path]:
+    """Where ``metrics-<protocol>`` writes: tidy metrics, significance, DVC headline, curves."""
+    return {"csv": RESULTS / "metrics" / f"{protocol}.csv", "json": RESULTS / "metrics" / f"{protocol}.json",
+            "significance": RESULTS / "significance" / f"{protocol}.csv", "curves": RESULTS / "curves" / protocol}
+
+
+MODEL_CURVES = RESULTS / "curves" / "models"

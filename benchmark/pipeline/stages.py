@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from benchmark import config, io, registry
-from benchmark.data.selection import frames_subset, manifest_rows, pair_rows, train_rows
+from benchmark.data.selection import frames_subset, train_rows
 from benchmark.errors import UserError
+from benchmark.pipeline import inputs
 from benchmark.pipeline.specs import (analysis_dir, dataset_cfg, dataset_class, distorted_name, faces_dir,
                                       indicators_json, model_dir, parse_train_set, protocol_train_sets,
                                       resolve_method, scores_path, test_sets)
@@ -48,7 +50,8 @@ def indicators(params: dict, *, dataset: str) -> Path:
     cfg = dataset_cfg(params, dataset)
     meta = Path(cfg["root"]) / "metadata.parquet"
     edges = cfg.get("indicator_edges")   # a test-only dataset is binned with its training set's edges
-    ind.compute_indicators(faces_dir(dataset), Path("data/indicators"), dataset, params["indicators"],
+    ind.compute_indicators(faces_dir(dataset), Path("data/indicators"), dataset,
+                           {**params["indicators"], "device": _device(params)},
                            metadata=meta if meta.is_file() else None,
                            edges_from=indicators_json(edges) if edges else None)
     return indicators_json(dataset)
@@ -77,18 +80,26 @@ def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | 
     if reuse and _reuse(params, method, reuse, train_set, seed, out):
         return out / "model.pt"
     spec = parse_train_set(train_set, params)
-    faces = faces_dir(spec["dataset"])
-    rows = train_rows(spec, manifest_rows(faces, spec["quality"], spec["split"]), train_set)
+    rows = train_rows(spec, inputs.manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
     augment = RandomJPEG() if params["train"]["jpeg_aug"] else None
     torch.manual_seed(seed)
     model = build_method(params, method)
-    data = TrainFrames(rows, faces, seed=seed, augment=augment,
-                       pair_manifest=pair_rows(faces, spec) if "quality_pair" in model.requires else None,
+    data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
+                       pair_manifest=inputs.pair_manifest(spec) if "quality_pair" in model.requires else None,
                        manipulation="manipulation_label" in model.requires)
+    device = engine.distributed.init(params.get("launcher", "none"), params.get("device", "auto"))
+    indicator = inputs.indicator(params, spec["dataset"], device)
     work = WORK / "__".join(out.parts)  # resumable across kills; DVC empties `out` before a stage runs
-    engine.train(model, data, work, params["train"], seed, levels=_indicator(params, spec["dataset"]).levels,
-                 fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed))
-    _publish(work, out)
+    summary = engine.train(model, data, work, params["train"], seed, levels=indicator.levels,
+                           fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed),
+                           device=params.get("device", "auto"), launcher=params.get("launcher", "none"))
+    if engine.distributed.is_main():
+        _publish(work, out)
+    if "diverged" in summary:
+        d = summary["diverged"]
+        print(f"warning: training of {method} (seed {seed}, {train_set}) diverged at stage {d['stage']}, epoch "
+              f"{d['epoch']}, iteration {d['iteration']} ({d['what']}); stopped there, {out / 'model.pt'} holds "
+              f"{d['kept']}, and the report marks its rows", file=sys.stderr)
     return out / "model.pt"
 
 
@@ -147,26 +158,31 @@ def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out:
 
 
 def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
-    from benchmark import engine
     from benchmark.evaluation import score as ev
+    from benchmark.evaluation.indicator_cache import IndicatorCache
     proto = config.load_protocol(protocol)
+    where = params["evaluate"].get("indicator_cache")
+    cache = IndicatorCache(where) if where else None
     conditions = registry.get(registry.PERTURBATIONS, proto["conditions"])()
-    indicators = {d: _indicator(params, d) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
+    device = _device(params)
+    indicators = {d: inputs.indicator(params, d, device) for d in {t["dataset"] for t in proto["test_sets"]}}  # CLIP: build once
     if proto.get("distortions") and conditions.n_conditions != 1:
         raise UserError(f"protocols/{protocol}.yaml: with `distortions`, `conditions` must be one condition (e.g. none)")
-    tests = [(t, frames_subset(manifest_rows(faces_dir(t["faces"]), t["quality"], t["split"]),
-                               proto.get("frames_per_video"))) for t in test_sets(proto)]
+    tests = [(t, frames_subset(inputs.manifest(t["faces"], t["quality"], t["split"]), proto.get("frames_per_video")))
+             for t in test_sets(proto)]
     paths = []
     for train_set in protocol_train_sets(proto):
-        model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
+        model = _trained(params, method, train_set, seed)
         parts = []
         for test, rows in tests:
             df = ev.score(model, rows, faces_dir(test["faces"]), conditions, indicators[test["dataset"]],
-                          params["evaluate"]["batch_size"], params["evaluate"]["seed"])
+                          params["evaluate"]["batch_size"], params["evaluate"]["seed"],
+                          device=device, cfg=params["evaluate"], cache=cache)
             if "perturbation" in test:
                 df = df.assign(perturbation=test["perturbation"], severity=test["severity"])
             parts.append(df.assign(test_set=test["name"]))
         out = pd.concat(parts, ignore_index=True).assign(protocol=protocol, method=method, seed=seed, train_set=train_set)
+        out.attrs["compute"] = ev.compute(device, params["evaluate"])
         paths.append(scores_path(protocol, method, train_set, seed))
         io.write_parquet(paths[-1], out)
     return paths
@@ -177,25 +193,26 @@ def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_
     protocol's train set (``benchmark.report.analysis``), into ``results/analysis/<method>/``."""
     import matplotlib
     matplotlib.use("Agg")
-    from benchmark import engine
     from benchmark.report import analysis
     proto = config.load_protocol(protocol)
     train_set = protocol_train_sets(proto)[0]
-    model = engine.load_trained(build_method(params, method), model_dir(train_set, method, seed))
-    indicators = {d: _indicator(params, d) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
-    tests = [(t["name"], frames_subset(manifest_rows(faces_dir(t["dataset"]), t["quality"], t["split"]),
+    model = _trained(params, method, train_set, seed)
+    device = _device(params)
+    indicators = {d: inputs.indicator(params, d, device) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
+    tests = [(t["name"], frames_subset(inputs.manifest(t["dataset"], t["quality"], t["split"]),
                                        proto.get("frames_per_video")), faces_dir(t["dataset"]), indicators[t["dataset"]])
              for t in proto["test_sets"]]
     tables = {}
     for ds in indicators:
         table = Path("data/indicators") / f"{ds}.parquet"
         if table.is_file():
-            tables[ds] = (pd.read_parquet(table), json.loads(indicators_json(ds).read_text()).get("spearman") or {})
+            hint = f"`python -m benchmark indicators dataset={ds}`"
+            tables[ds] = (io.read_table(table, hint), io.read_json(indicators_json(ds), hint).get("spearman") or {})
     out = analysis_dir(method)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)  # a DVC output even for a model without per-step outputs
-    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"], out_dir=out)
+    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"], device, out_dir=out)
 
 
 def cost(params: dict) -> Path:
@@ -209,15 +226,13 @@ def cost(params: dict) -> Path:
 
 def plots(params: dict) -> list[Path]:
     """t-SNE and Grad-CAM figures of the grid's trained models (params ``plots``) in results/plots."""
-    from benchmark import engine
     from benchmark.report import model_plots
     cfg = params["plots"]
     spec = parse_train_set(cfg["train_set"], params)
-    models = {m: engine.load_trained(build_method(params, m), model_dir(cfg["train_set"], m, cfg["seed"]))
-              for m in params["grid"]["methods"]}
-    faces = faces_dir(spec["dataset"])
-    figs = model_plots.make(models, manifest_rows(faces, cfg["quality"], "test"), faces,
-                            _indicator(params, spec["dataset"]), cfg, Path("results/plots"))
+    models = {m: _trained(params, m, cfg["train_set"], params["grid"]["seeds"][0]) for m in params["grid"]["methods"]}
+    device = _device(params)
+    figs = model_plots.make(models, inputs.manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
+                            inputs.indicator(params, spec["dataset"], device), cfg, Path("results/plots"), device)
     return [p for f in figs for p in (f.png, f.png.with_suffix(".svg"), f.png.with_suffix(".txt"))]
 
 
@@ -248,9 +263,18 @@ def build_method(params: dict, name: str):
     return registry.get(registry.METHODS, root)(**opts)
 
 
-def _indicator(params: dict, dataset: str):
-    from benchmark import indicators as ind
-    return ind.load_indicator(indicators_json(dataset), params["indicators"])  # a missing file is a UserError
+def _trained(params: dict, method: str, train_set: str, seed: int):
+    """The trained ``method`` (one line naming model.pt and the train command when it is missing,
+    truncated, not weights-only or made with another configuration)."""
+    from benchmark import engine
+    return engine.load_trained(build_method(params, method), model_dir(train_set, method, seed),
+                               f"`python -m benchmark train method={method} train_set={train_set} seed={seed}`")
+
+
+def _device(params: dict):
+    """params.yaml ``device`` as a torch device (benchmark.engine.device)."""
+    from benchmark.engine.device import resolve
+    return resolve(params.get("device", "auto"))
 
 
 STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators, "distort": distort,

@@ -35,19 +35,22 @@ ANALYSIS, PLOTS = Path("results/analysis"), Path("results/plots")
 
 
 @torch.no_grad()
-def step_outputs(method, rows: pd.DataFrame, faces_dir, indicator, batch_size: int = 64) -> pd.DataFrame:
-    """One row per crop: label, manipulation, levels, last_step, logit_<t>, start_<t>."""
-    from benchmark.data.frames import read_crop, to_tensor
-    method.eval()
+def step_outputs(method, rows: pd.DataFrame, faces_dir, indicator, batch_size: int = 64,
+                 device="cpu") -> pd.DataFrame:
+    """One row per crop (the method run on ``device``): label, manipulation, levels, last_step,
+    logit_<t>, start_<t>."""
+    from benchmark.data.frames import crops_tensor
+    method.to(device).eval()
     rows = rows.reset_index(drop=True)
     parts = []
     for lo in range(0, len(rows), batch_size):
         chunk = rows.iloc[lo:lo + batch_size]
-        images = torch.stack([to_tensor(read_crop(Path(faces_dir) / p)) for p in chunk["path"]])
+        images = crops_tensor(faces_dir, chunk).to(device)
         vqi, fii = indicator.levels(images)
-        out = method({"image": images.float() / 255, "vqi_level": vqi, "fii_level": fii})
+        out = method({"image": images.float() / 255, "vqi_level": vqi.to(device), "fii_level": fii.to(device)})
         if "step_logits" not in out:
             return pd.DataFrame()
+        out = {k: v.cpu() for k, v in out.items() if isinstance(v, torch.Tensor)}
         part = {"label": chunk["label"].to_numpy(), "manipulation": chunk["manipulation"].astype(str).to_numpy(),
                 "vqi_level": vqi.numpy(), "fii_level": fii.numpy(), "last_step": out["last_step"].numpy()}
         part.update({f"logit_{t + 1}": out["step_logits"][:, t].numpy() for t in range(out["step_logits"].shape[1])})
@@ -171,15 +174,15 @@ def plot_levels(counts: pd.DataFrame, truth: dict, name: str = "indicator_levels
 
 def write_analysis(method_name: str, model, tests: list[tuple[str, pd.DataFrame, Path, object]],
                    indicator_tables: dict[str, tuple[pd.DataFrame, dict]], batch_size: int,
-                   out_dir: Path | None = None) -> list[Path]:
-    """The analysis CSVs and plots of a trained ``model`` over ``tests`` [(test set name, manifest
-    rows, faces dir, indicator)], plus the level histograms of ``indicator_tables``
-    {dataset: (indicators parquet frame, spearman dict)}; CSVs and plots all in ``out_dir`` when
-    given (the pipeline's ``results/analysis/<method>/``), else ANALYSIS and PLOTS."""
+                   device="cpu", out_dir: Path | None = None) -> list[Path]:
+    """The analysis CSVs and plots of a trained ``model`` (run on ``device``) over ``tests``
+    [(test set name, manifest rows, faces dir, indicator)], plus the level histograms of
+    ``indicator_tables`` {dataset: (indicators parquet frame, spearman dict)}; CSVs and plots all
+    in ``out_dir`` when given (the pipeline's ``results/analysis/<method>/``), else ANALYSIS and PLOTS."""
     csv_dir, plot_dir = (Path(out_dir), Path(out_dir)) if out_dir is not None else (ANALYSIS, PLOTS)
     written, frames = [], []
     for name, rows, faces_dir, indicator in tests:
-        df = step_outputs(model, rows, faces_dir, indicator, batch_size)
+        df = step_outputs(model, rows, faces_dir, indicator, batch_size, device)
         if not df.empty:
             frames.append(df.assign(test_set=name))
     if frames:

@@ -36,7 +36,7 @@ def _features(model, batch: dict, chunk: int = 64) -> np.ndarray | None:
         f = model.features({k: v[i:i + chunk] for k, v in batch.items()})
         if f is None:
             return None
-        parts.append(f.flatten(1).double().numpy())
+        parts.append(f.flatten(1).double().cpu().numpy())
     return np.concatenate(parts)
 
 
@@ -112,7 +112,7 @@ def gradcam_figure(models: dict, batch: dict, labels: list[str], out_dir,
     if not maps:
         return None
     plt = _pyplot()
-    images = batch["image"].permute(0, 2, 3, 1).numpy()
+    images = batch["image"].permute(0, 2, 3, 1).cpu().numpy()
     cols = len(labels)
     fig, axes = plt.subplots(1 + len(maps), cols, figsize=(1.6 * cols, 1.7 * (1 + len(maps))),
                              squeeze=False)
@@ -134,30 +134,31 @@ def gradcam_figure(models: dict, batch: dict, labels: list[str], out_dir,
     return save(fig, out_dir, "gradcam", caption)
 
 
-def load_batch(rows, faces_dir, indicator) -> dict:
-    """The method input of manifest ``rows``: images in [0, 1] and their indicator levels
-    (computed on the very images scored, as at evaluation)."""
-    from benchmark.data.frames import read_crop, to_tensor
-    images = torch.stack([to_tensor(read_crop(faces_dir / p)) for p in rows["path"]])
+def load_batch(rows, faces_dir, indicator, device="cpu") -> dict:
+    """The method input of manifest ``rows`` on ``device``: images in [0, 1] and their indicator
+    levels (computed on the very images scored, as at evaluation)."""
+    from benchmark.data.frames import crops_tensor
+    images = crops_tensor(faces_dir, rows).to(device)
     vqi, fii = indicator.levels_from_scores(indicator.score(images))
-    return {"image": images.float() / 255, "vqi_level": vqi, "fii_level": fii}
+    return {"image": images.float() / 255, "vqi_level": vqi.to(device), "fii_level": fii.to(device)}
 
 
-def make(models: dict, manifest, faces_dir, indicator, cfg: dict, out_dir) -> list[Figure]:
-    """Both figures on seeded samples of ``manifest`` (a test split): ``cfg`` is params.yaml
-    ``plots`` (``seed``, ``tsne_frames``, ``quality``)."""
+def make(models: dict, manifest, faces_dir, indicator, cfg: dict, out_dir, device="cpu") -> list[Figure]:
+    """Both figures on seeded samples of ``manifest`` (a test split), the models run on
+    ``device``: ``cfg`` is params.yaml ``plots`` (``seed``, ``tsne_frames``, ``quality``)."""
     from pathlib import Path
     faces_dir = Path(faces_dir)
+    models = {name: m.to(device) for name, m in models.items()}
     rng = np.random.default_rng(int(cfg["seed"]))
     rows = manifest.reset_index(drop=True)
     pick = np.sort(rng.choice(len(rows), size=min(int(cfg["tsne_frames"]), len(rows)), replace=False))
     sample = rows.iloc[pick]
     note = f" ({cfg['quality']} test split)"
-    out = [tsne_figure(models, load_batch(sample, faces_dir, indicator),
+    out = [tsne_figure(models, load_batch(sample, faces_dir, indicator, device),
                        sample["manipulation"].astype(str).tolist(), out_dir, int(cfg["seed"]), note)]
     per = [g.iloc[[int(rng.integers(len(g)))]] for _, g in
            sorted(rows.groupby("manipulation"), key=lambda kv: (CLASS_ORDER + [kv[0]]).index(kv[0]))]
     cam_rows = pd.concat(per)
-    out.append(gradcam_figure(models, load_batch(cam_rows, faces_dir, indicator),
+    out.append(gradcam_figure(models, load_batch(cam_rows, faces_dir, indicator, device),
                               cam_rows["manipulation"].astype(str).tolist(), out_dir, note))
     return [f for f in out if f is not None]

@@ -7,7 +7,9 @@ The provenance dict (all keys optional; missing ones are reported as "unknown", 
       "dataset": {"name": "synthff", "synthetic": True, "root": "data/raw/synthff",
                   "label": "SynthFF"},              # label optional (defaults below)
       "methods": {                                  # table row order = this order
-        "baseline": {"backbone": "convnext_atto", "weights": "random init", "label": "Baseline"},
+        "baseline": {"backbone": "convnext_atto", "weights": "random init", "label": "Baseline",
+                     "trained_on": {"device": "cpu", "amp": "none", "world_size": 1, ...},  # train.json
+                     "evaluated_on": {"device": "cpu", "amp": "none"}},  # the scores' metadata
         "dpl": {"backbone": "convnext_atto", "weights": "random init", "label": "DPL"},
       },
       "indicator": {"backend": "fallback", "model": "ViT-B-32", "weights": None,
@@ -38,6 +40,14 @@ def dataset_text(prov: dict) -> str:
     return str(label)
 
 
+def faces_text(prov: dict) -> str:
+    """Which faces the crops hold: the detector and the policy (``datasets.<id>.faces``)."""
+    ds = prov.get("dataset") or {}
+    if not ds.get("face_detector"):
+        return ""
+    return f"faces: {ds['face_detector']}, {ds.get('faces') or 'track'} policy"
+
+
 def is_random_init(method_info: dict | None) -> bool:
     info = method_info or {}
     return "weights" in info and (info["weights"] is None or "random" in str(info["weights"]).lower())
@@ -48,6 +58,31 @@ def method_text(name: str, info: dict | None) -> str:
     weights = ("weights unknown" if "weights" not in info
                else "random init" if is_random_init(info) else info["weights"])
     return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights})"
+
+
+def _compute(c: dict | None) -> str:
+    if not c:
+        return "unknown"
+    text = f"{c.get('device', '?')}, {'fp32' if c.get('amp', 'none') == 'none' else c['amp'] + ' autocast'}"
+    if c.get("channels_last"):
+        text += ", channels_last"
+    if int(c.get("world_size", 1)) > 1:
+        text += f", {c['world_size']} processes ({c.get('launcher')})"
+    if c.get("deterministic") is False:
+        text += ", non-deterministic"
+    if c.get("nondeterministic_ops"):
+        text += ", no deterministic kernel for " + "/".join(c["nondeterministic_ops"])
+    return text
+
+
+def compute_text(prov: dict, methods: list[str]) -> str:
+    """Where and at which precision the methods were trained and evaluated (one entry when all agree)."""
+    known = prov.get("methods") or {}
+    per = {m: f"trained on {_compute((known.get(m) or {}).get('trained_on'))}, "
+              f"evaluated on {_compute((known.get(m) or {}).get('evaluated_on'))}" for m in methods}
+    if len(set(per.values())) == 1:
+        return "compute: " + next(iter(per.values()), "unknown")
+    return "compute: " + "; ".join(f"{m} {t}" for m, t in per.items())
 
 
 def indicator_text(prov: dict) -> str:
@@ -78,10 +113,11 @@ def table_parts(prov: dict, methods: list[str], seeds=None, train_sets=(),
                 conditions: str = "") -> list[str]:
     """The provenance line of one table, as parts (HTML joins with " · ", LaTeX with "; ")."""
     known = prov.get("methods") or {}
-    parts = [f"dataset: {dataset_text(prov)}"]
+    parts = [f"dataset: {dataset_text(prov)}"] + [t for t in [faces_text(prov)] if t]
     if train_sets:
         parts.append("train set: " + ", ".join(train_sets))
     parts.append("backbones: " + "; ".join(method_text(m, known.get(m)) for m in methods))
+    parts.append(compute_text(prov, methods))
     parts.append(indicator_text(prov))
     parts.append(_seeds(seeds if seeds else prov.get("seeds")))
     if conditions:
@@ -115,8 +151,11 @@ def details(prov: dict) -> list[tuple[str, str]]:
     rows = [("dataset", dataset_text(prov))]
     if ds.get("root"):
         rows.append(("dataset root", str(ds["root"])))
+    if faces_text(prov):
+        rows.append(("faces", faces_text(prov).split(": ", 1)[1]))
     for m, info in (prov.get("methods") or {}).items():
         rows.append((f"method {m}", method_text(m, info).split(": ", 1)[1]))
+        rows.append((f"compute {m}", compute_text(prov, [m]).split(": ", 1)[1]))
     rows.append(("indicators", indicator_text(prov).split(": ", 1)[1]))
     ind = prov.get("indicator") or {}
     if ind.get("weights"):

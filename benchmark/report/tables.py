@@ -111,6 +111,10 @@ def axis(dim: str, present, protocol: dict, provenance: dict) -> list[tuple[str,
     """Ordered [(value, label)] for one table dimension (see the module docstring)."""
     present = [str(v) for v in pd.unique(pd.Series(list(present), dtype=object).dropna())]
     listed = _listed(dim, protocol)
+    marks = (provenance.get("marks") or {}) if dim == "method" else {}  # rows to read with care (notes)
+    if marks:
+        plain = axis(dim, present, protocol, {**provenance, "marks": {}})
+        return [(v, f"{lab} {marks[v]}" if v in marks else lab) for v, lab in plain]
     if listed is not None:
         return [(v, lab) for v, lab in listed if v in present]
     if dim == "method":
