@@ -16,7 +16,10 @@ mostly measures waiting for a core) and prints ``key=value`` lines:
   augmentation, collation), no model;
 - ``stage_s``: ``engine.train`` on the same crops for one epoch (what a ``train`` stage runs:
   the Runner, hooks, per-epoch checkpoint, history), same batch size and model;
-- ``overhead=stage_s/bare_s`` (target <= 1.3) and ``loader_share=loader_s/stage_s``.
+- ``overhead=stage_s/bare_s`` (target <= 1.3) and ``loader_share=loader_s/stage_s``;
+- ``bare_iters``/``stage_iters`` (optimiser steps of each) and ``overhead_per_iter``: the same ratio
+  per step, the like-for-like figure for a method with several training stages (DPL: stage II's
+  epochs run after the one epoch of stage I, with their own, different step).
 Each figure is the minimum over ``--repeats`` runs.
 
 ``--parallel`` instead compares, by wall time (the only clock that sees both cores), the bare loop
@@ -53,9 +56,11 @@ def main() -> None:
     import torch
 
     from benchmark import config, engine, pipeline
-    from benchmark.data.frames import TrainFrames, read_crop, to_tensor
+    import pandas as pd
+
+    from benchmark.data.frames import TrainFrames, crops_tensor
     from benchmark.data.jpeg import RandomJPEG
-    from benchmark.data.selection import manifest_rows
+    from benchmark.data.selection import split_rows
     from benchmark.engine.loaders import train_loader
     from benchmark.engine.model import MethodModel
     from benchmark.engine.optim import optim_wrapper, shared_recipe
@@ -64,19 +69,23 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     params = config.load_params({"train.sampler": a.sampler}, root=ROOT)
     faces = ROOT / "data/faces/ff"
-    rows = manifest_rows(faces, "c23", "train").sample(frac=1, random_state=0).head(a.images)
+    rows = split_rows(pd.read_parquet(faces / "manifest.parquet"), "c23", "train")
+    rows = rows.sample(frac=1, random_state=0).head(a.images)
     indicator = load_indicator(ROOT / "data/indicators/ff.json", params["indicators"])
     cfg = {**params["train"], "epochs": 1, "batch_size": a.batch}
 
+    iters = {}
+
     def bare() -> float:
         torch.manual_seed(0)
-        images = torch.stack([to_tensor(read_crop(faces / p)) for p in rows["path"]])
+        images = crops_tensor(faces, rows)
         labels = torch.tensor(rows["label"].to_numpy())
         model = MethodModel(pipeline.build_method(params, a.method), indicator.levels).train()
         wrapper = optim_wrapper(model.method, shared_recipe(cfg))
         start = time.process_time()
         for lo in range(0, len(images), a.batch):
             model.train_step({"image": images[lo:lo + a.batch], "label": labels[lo:lo + a.batch]}, wrapper)
+        iters["bare_iters"] = -(-len(images) // a.batch)
         return time.process_time() - start
 
     def loader() -> float:
@@ -91,8 +100,9 @@ def main() -> None:
         data = TrainFrames(rows, faces, seed=0, augment=RandomJPEG())
         with tempfile.TemporaryDirectory() as tmp:
             start = time.process_time()
-            engine.train(pipeline.build_method(params, a.method), data, Path(tmp) / "work", cfg, 0,
-                         levels=indicator.levels, fingerprint="benchmark")
+            summary = engine.train(pipeline.build_method(params, a.method), data, Path(tmp) / "work", cfg, 0,
+                                   levels=indicator.levels, fingerprint="benchmark")
+            iters["stage_iters"] = summary["iters"]
             return time.process_time() - start
 
     if a.bare_only:
@@ -105,6 +115,9 @@ def main() -> None:
         print(f"{k}={v:.2f}")
     print(f"loader_share={got['loader_s'] / got['stage_s']:.3f}")
     print(f"overhead={got['stage_s'] / got['bare_s']:.3f}")
+    print(f"bare_iters={iters['bare_iters']}")
+    print(f"stage_iters={iters['stage_iters']}")
+    print(f"overhead_per_iter={(got['stage_s'] / iters['stage_iters']) / (got['bare_s'] / iters['bare_iters']):.3f}")
 
 
 def parallel(a) -> None:
