@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import signal
 import subprocess
 import sys
@@ -144,6 +145,9 @@ def _complete(path: Path) -> None:
         torch.load(path, weights_only=True, map_location="cpu")
     elif suffix == ".png":
         assert cv2.imread(str(path)) is not None, path
+    elif suffix == ".tar":  # a crop-store shard: every member readable to its end
+        with tarfile.open(path) as tar:
+            assert all(tar.extractfile(m).read() for m in tar.getmembers()), path
     elif suffix == ".mp4":
         cap = cv2.VideoCapture(str(path))
         assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0, path
@@ -303,20 +307,20 @@ def test_a_full_disk_during_extraction_is_one_line_and_the_rerun_resumes(extract
     from benchmark.data import extract as ex
     clean = shutil.copytree(extracted["extract"], tmp_path / "clean", symlinks=True)
     assert _main(["extract", "dataset=ff"], clean, monkeypatch, capsys)[0] == 0
-    real, calls = ex._save_crop, []
+    real, calls = ex._save_crops, []
 
-    def full_after_six(tmp, video, *args):
+    def full_after_six(work, video, *args):
         calls.append(video["video_id"])
         if len(calls) > 6:
-            raise _enospc(tmp / "crops")
-        return real(tmp, video, *args)
-    monkeypatch.setattr(ex, "_save_crop", full_after_six)
+            raise _enospc(work / "crops")
+        return real(work, video, *args)
+    monkeypatch.setattr(ex, "_save_crops", full_after_six)
     proj = extracted["extract"]
     rc, err = _main(["extract", "dataset=ff"], proj, monkeypatch, capsys)
     err = _one_error_line(err)  # (after the progress bar the stage drew before the disk filled)
     assert rc == 2 and "no space left on the device writing" in err and "resumes" in err
     assert not (proj / "data/faces/ff").exists()  # nothing visible; the finished videos wait in .ff.work
-    monkeypatch.setattr(ex, "_save_crop", real)
+    monkeypatch.setattr(ex, "_save_crops", real)
     assert _main(["extract", "dataset=ff"], proj, monkeypatch, capsys)[0] == 0
     report = json.loads((proj / "data/faces/ff/extract_report.json").read_text())
     assert report["videos_resumed"] >= 2

@@ -46,7 +46,8 @@ class DivergenceGuard(Hook):
         if loss is not None and not math.isfinite(float(loss)):
             what = f"loss = {float(loss)}"
         else:
-            bad = first_non_finite(getattr(runner.model, "method", runner.model))  # names as in model.pt
+            model = getattr(runner.model, "module", runner.model)  # engine.distributed.MethodParallel
+            bad = first_non_finite(getattr(model, "method", model))  # names as in model.pt
             what = f"{bad} is not finite" if bad else None
         if what:
             raise Diverged(self.stage, runner.epoch + 1, batch_idx + 1, len(runner.train_dataloader), what)
