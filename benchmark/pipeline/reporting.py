@@ -99,14 +99,14 @@ def write(params: dict, protocols=(), methods=(), out_dir: Path = RESULTS) -> li
     sig = [metrics_paths(p)["significance"] for p in done if metrics_paths(p)["significance"].stat().st_size > 1]
     significance = pd.concat([pd.read_csv(f) for f in sig], ignore_index=True) if sig else pd.DataFrame()
     protos = {p: config.load_protocol(p) for p in done}
+    files = sorted({f for p in done for f in score_files(params, p, methods)})  # read before anything is written
+    scores = read_scores(files, ["method", "train_set", "seed", "score"]) if files else None  # non-finite marks
     io.write_csv(out_dir / "metrics.csv", table)
     io.write_csv(out_dir / "significance.csv", significance)
     io.write_csv(out_dir / "metrics_seeds.csv", compare.seed_summary(table))
     io.write_json(out_dir / "metrics.json", series.headline(table, protos))
     io.write_json(out_dir / comparable.RECORD.name, comparable.record(params))  # which params made these metrics
     shown = sorted(table["method"].unique(), key=_order(params))
-    files = sorted({f for p in done for f in score_files(params, p, methods)})
-    scores = read_scores(files, ["method", "train_set", "seed", "score"]) if files else None  # non-finite marks
     prov = provenance.collect(params, shown, sorted(int(s) for s in table["seed"].unique()),
                               sorted(table["train_set"].unique()), scores)
     hist = histories(params, rows)
