@@ -36,6 +36,13 @@ needs; the default does nothing. Outside the engine (tests) it is never called.
 A method trained in several stages (DPL's stage I and II) declares
 ``training_stages(epochs)`` -> [(name, epochs)], ``set_stage(name)`` and
 ``stage_checkpoint(name)``; the engine runs one Runner per stage (engine.run_stages).
+``reused_stage(options, other)`` (a classmethod, no model is built) names the training stage
+of a model built with ``other`` options at whose end it is the model ``options`` describe (DPL
+without stage II is DPL after stage I), so the pipeline takes that checkpoint instead of
+training again; ``None`` (the default) means it must be trained itself.
+
+``outputs`` names what ``forward`` returns beyond ``logit`` that the pipeline uses (e.g.
+``step_logits``: the ``analyze`` stage runs for such methods); tests check the claim.
 
 Capabilities the engine provides on request are named in ``requires``; generic
 code checks capabilities, never a method's name.
@@ -52,6 +59,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class Method(nn.Module):
     requires: frozenset[str] = frozenset()
+    outputs: frozenset[str] = frozenset()
     #: the original's optimiser/schedule/batch size/epochs (``stage_recipe``; ``engine.optim``)
     recipe: dict = {}
 
@@ -102,6 +110,12 @@ class Method(nn.Module):
 
     def stage_checkpoint(self, stage: str) -> int | None:
         """Which epoch of the previous stage ``stage`` starts from; None = its last."""
+        return None
+
+    @classmethod
+    def reused_stage(cls, options: dict, other: dict) -> str | None:
+        """The stage of a training with ``other`` options whose last checkpoint is the model
+        ``options`` describe, or None (train it). Both are resolved params.yaml entries."""
         return None
 
     def provenance(self) -> dict:

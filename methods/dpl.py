@@ -17,8 +17,10 @@ ConvNeXt-T at 224 px (profiles/paper.yaml).
 
 Schedule: ``training_stages(epochs)`` = [("I", train.epochs), ("II", stage2_epochs)]; the paper
 trains 5 + 5 (profile paper: train.epochs 5, stage2_epochs 5). stage2_epochs = 0 is Tab. 5's
-"w/o train stage II" (no Phi, no V: uniform positions at test time too). Stage II starts
-from the last stage-I epoch, or the epoch ``stage1_checkpoint`` names.
+"w/o train stage II" (no Phi, no V: uniform positions at test time too); in a pipeline that
+also trains the full DPL, that row is DPL's own last stage-I checkpoint (``reused_stage``), so
+the two rows differ by stage II alone. Stage II starts from the last stage-I epoch, or the
+epoch ``stage1_checkpoint`` names.
 
 Ambiguities, each a parameter (paper reading as default):
 - Eq. (1) logit scale and equal-frequency vs fixed bins: ``indicators.logit_scale`` (false)
@@ -94,11 +96,18 @@ def _as_channels_first(f: torch.Tensor, model: nn.Module) -> torch.Tensor:
     return f
 
 
+#: options that act only in stage II (or on Phi at test time): DPL without stage II is DPL
+#: trained with any values of these, taken after stage I (``DPL.reused_stage``)
+STAGE2_OPTIONS = frozenset({"stage2_epochs", "stage1_checkpoint", "policy_hidden", "policy_eval_sample", "ppo_eps",
+                            "ppo_epochs", "ppo_return", "ppo_clip_form", "value_weight", "entropy_weight"})
+
+
 @METHODS.register_module(name="dpl")
 class DPL(Method):
     paper_setting = {"backbone": "convnext_tiny"}  # the paper's ConvNeXt-T, 224 px (cost table)
     paper_input_size = 224
     requires = frozenset({"indicator_levels"})
+    outputs = frozenset({"step_logits", "step_valid", "last_step", "positions", "actions", "fsm_pooled"})
 
     def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None, k: int = 5,
                  hidden: int = 256, delta_frac: float = 1 / 3, focal_gamma: float = 2.0,
@@ -170,6 +179,15 @@ class DPL(Method):
 
     def stage_checkpoint(self, stage: str):
         return None if stage == "I" or self.stage1_checkpoint == "last" else int(self.stage1_checkpoint)
+
+    @classmethod
+    def reused_stage(cls, options: dict, other: dict) -> str | None:
+        """Without stage II, a model is the stage-I result of a DPL that differs only in stage-II
+        options (Tab. 5's "w/o Train Stage II" reuses DPL's stage-I checkpoint)."""
+        differ = {k for k in {*options, *other} if options.get(k) != other.get(k)}
+        if int(options.get("stage2_epochs", 5)) == 0 < int(other.get("stage2_epochs", 5)) and differ <= STAGE2_OPTIONS:
+            return "I"
+        return None
 
     def set_stage(self, stage: str) -> None:
         """I: train all but Phi and V; II: train only Phi and V (the rest frozen, BN in eval)."""

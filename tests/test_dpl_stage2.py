@@ -149,6 +149,8 @@ def test_each_dpl_variant_builds_trains_a_step_and_differs_where_it_should(name)
     torch.manual_seed(0)
     full = pipeline.build_method(params, "dpl")
     diff = {k: v for k, v in opts.items() if params["methods"]["dpl"].get(k) != v}
+    if not diff and "backbone" in params["methods"][name]:
+        pytest.skip("a Tab. 6 row at the default backbone: the pipeline reuses dpl's model (stages._reuse)")
     assert diff, f"{name} resolves to the same options as dpl"
     b = batch(6)
     for stage, _ in variant.training_stages(1):

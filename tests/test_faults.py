@@ -41,8 +41,9 @@ STAGES = [
     ("extract", ["extract", "dataset=ff"], "data/faces/.ff.work/parts/**/*.json"),
     ("indicators", ["indicators", "dataset=ff"], None),
     ("distort", ["distort", "distortion=GNC", "severity=3"], None),
-    ("train", ["train", "method=dpl"], "models/ff_c23/dpl/.seed0.partial-*/I/epoch_1.pth"),
+    ("train", ["train", "method=dpl"], ".benchmark/work/.models__ff_c23__dpl__seed0.partial-*/I/epoch_1.pth"),
     ("evaluate", ["evaluate", "method=dpl", "protocol=cross_quality"], None),
+    ("metrics", ["metrics", "protocol=cross_quality"], None),
     ("report", ["report"], None),
 ]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
@@ -352,7 +353,7 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_the_rerun_resumes
     err = _one_error_line(err)
     assert rc == 2 and "no space left on the device writing" in err and "epoch_2.pth" in err
     assert not (proj / "models/ff_c23/baseline").joinpath("seed0").exists()
-    partial = next((proj / "models/ff_c23/baseline").glob(".seed0.partial-*"))
+    partial = next((proj / ".benchmark/work").glob(".models__ff_c23__baseline__seed0.partial-*"))
     assert [p.name for p in partial.glob("epoch_*.pth")] == ["epoch_1.pth"]  # intact; no half of epoch 2
     monkeypatch.setattr(checkpoint.AtomicLocalBackend, "put", real)
     steps.clear()

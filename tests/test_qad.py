@@ -114,14 +114,13 @@ def test_awp_waits_for_its_warmup_epochs():
                for n, p in model.named_parameters() if p.dim() > 1)
 
 
-def test_pairs_are_drawn_among_all_other_qualities(tmp_path, monkeypatch):
+def test_pairs_are_drawn_among_all_other_qualities(tmp_path):
     """A c23 frame with raw and c40 counterparts is paired with each, per item and epoch (seeded);
     the pipeline hands TrainFrames every other extracted quality."""
     import numpy as np
     import pandas as pd
 
-    from benchmark import pipeline
-    from benchmark.data import store
+    from benchmark.data import selection, store
     from benchmark.data.frames import TrainFrames
 
     rows = []
@@ -132,8 +131,7 @@ def test_pairs_are_drawn_among_all_other_qualities(tmp_path, monkeypatch):
                   "quality": quality, "split": "train", **loc} for f, loc in enumerate(locations)]
     manifest = pd.DataFrame(rows)
     manifest.to_parquet(tmp_path / "manifest.parquet")
-    monkeypatch.setattr(pipeline.inputs, "faces_dir", lambda dataset: tmp_path)
-    pairs = pipeline._pair_manifest({"dataset": "ff", "quality": "c23", "split": "train"})
+    pairs = selection.pair_rows(manifest, {"dataset": "ff", "quality": "c23", "split": "train"})
     assert set(pairs.quality) == {"raw", "c40"}
     ds = TrainFrames(manifest[manifest.quality == "c23"], tmp_path, seed=0, pair_manifest=pairs)
     seen = set()

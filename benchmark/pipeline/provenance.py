@@ -17,13 +17,13 @@ import yaml
 from benchmark import io
 from benchmark.data.layout import partial_note
 from benchmark.engine import optim
-from benchmark.pipeline import graph
+from benchmark.pipeline import specs
 
 MARK = "†"
 
 
 def _train_record(ts: str, method: str, seed: int) -> dict:
-    rec = graph.model_dir(ts, method, seed) / "train.json"
+    rec = specs.model_dir(ts, method, seed) / "train.json"
     rerun = f"`python -m benchmark train method={method} train_set={ts} seed={seed}`"
     return io.read_json(rec, rerun) if rec.is_file() else {}
 
@@ -52,7 +52,7 @@ def flagged(methods: list[str], seeds: list[int], train_sets: list[str], scores=
 
 def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list[str], scores=None) -> dict:
     ff = params["datasets"]["ff"]
-    ind_file = graph.indicators_json("ff")
+    ind_file = specs.indicators_json("ff")
     ind = io.read_json(ind_file, "`python -m benchmark indicators dataset=ff`") if ind_file.is_file() else {}
     per_method = {}
     for m in methods:
@@ -72,7 +72,7 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
     flag_notes, marks = flagged(methods, seeds, train_sets, scores)
     return {
         "title": params["report"]["title"],
-        "dataset": {"name": ff["name"], "synthetic": graph.dataset_class(params, "ff").synthetic, "root": ff["root"],
+        "dataset": {"name": ff["name"], "synthetic": specs.dataset_class(params, "ff").synthetic, "root": ff["root"],
                     "face_detector": ff.get("face_detector"), "faces": ff.get("faces", "track")},
         "methods": per_method,
         "indicator": {"backend": ind.get("backend", "?"), "model": ind.get("model"), "weights": ind.get("weights"),
@@ -114,7 +114,7 @@ def partial_notes(params: dict) -> list[str]:
     """One line per dataset whose extraction ran on an incomplete tree (allow_partial)."""
     notes = []
     for name in params["datasets"]:
-        path = graph.faces_dir(name) / "extract_report.json"
+        path = specs.faces_dir(name) / "extract_report.json"
         hint = f"`python -m benchmark extract dataset={name}`"
         partial = io.read_json(path, hint).get("partial") if path.is_file() else None
         if partial:
