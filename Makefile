@@ -1,4 +1,5 @@
-# make demo: set up (.venv) and run the default grid with `dvc repro`.
+# make demo: set up (.venv) and run the default grid (the whole paper) through DVC's DAG:
+#            `python -m benchmark run` = `dvc repro`, with grid.jobs stages at a time.
 # make test: set up (.venv) and run the test suite.
 PY      ?= python3
 VENV    := .venv
@@ -11,7 +12,7 @@ export PYTHONHASHSEED   := 0
 .PHONY: demo test install clean
 
 demo: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/python -m benchmark run
 	@echo "open results/report.html"
 
 test: $(STAMP)
@@ -29,4 +30,6 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 clean:
-	rm -rf data models results/scores results/tables results/report.html results/metrics.csv results/metrics.json .benchmark
+	rm -rf data models results/scores results/tables results/figures results/curves results/analysis results/plots \
+	       results/report.html results/metrics.csv results/metrics.json results/cost.csv results/significance.csv \
+	       results/metrics_seeds.csv .benchmark

@@ -55,9 +55,6 @@ def create_backbone(name: str, pretrained=None, **kwargs) -> nn.Module:
         model = _create(name, True, path.name, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
     except UserError:
         raise
-    except pickle.UnpicklingError:
-        raise UserError(f"pretrained weights {path} are not a state dict of timm {name}: torch.load(weights_only=True) "
-                        f"refuses it (it holds Python objects, not only tensors); save model.state_dict() instead") from None
     except Exception as e:  # noqa: BLE001 - unreadable, truncated, shapes that do not fit
         raise UserError(f"pretrained weights {path} are not a state dict of timm {name} "
                         f"({type(e).__name__}: {_first_line(e)}); give a file saved from that model's state_dict") from None
@@ -114,7 +111,18 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    out, todo = {}, [("", torch.load(path, map_location="cpu", weights_only=True))]
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"pretrained weights {path}: torch.load with weights_only=True refuses it: it holds Python "
+                        f"objects, not only tensors ({_first_line(e)[:160]}); save model.state_dict() instead") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise UserError(f"pretrained weights {path} cannot be read by torch.load ({type(e).__name__}: "
+                        f"{_first_line(e)[:160]}); the file is truncated or not a torch checkpoint") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"pretrained weights {path} hold a {type(loaded).__name__}, not a state dict; "
+                        f"save model.state_dict() of the backbone")
+    out, todo = {}, [("", loaded)]
     while todo:
         prefix, obj = todo.pop()
         if isinstance(obj, torch.Tensor):
@@ -132,8 +140,9 @@ def _check_matched(model: nn.Module, tensors: dict, path: Path, name: str) -> No
     total = sum(p.numel() for p in params)
     if total and matched < MIN_MATCHED * total:
         example = next(iter(model.state_dict().items()))
-        raise UserError(f"pretrained weights {path} do not fit timm {name}: they supply {matched / total:.0%} of its "
-                        f"parameters (expected its state dict, e.g. {example[0]!r} {tuple(example[1].shape)}; the file "
+        which = "match no parameter" if not matched else f"supply only {matched / total:.1%} of the parameters"
+        raise UserError(f"pretrained weights {path} do not fit timm {name}: its tensors {which} "
+                        f"(expected its state dict, e.g. {example[0]!r} {tuple(example[1].shape)}; the file "
                         f"holds {next(iter(sorted(tensors)), 'no tensors')!r}, ...)")
 
 

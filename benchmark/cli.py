@@ -22,12 +22,15 @@ VERBS = {
     "extract": ((), {"dataset": "ff"}),
     "indicators": ((), {"dataset": "ff"}),
     "distort": (("distortion", "severity"), {"dataset": "ff"}),
-    "train": (("method",), {"train_set": "ff_c23", "seed": 0}),
+    "train": (("method",), {"train_set": "ff_c23", "seed": 0, "reuse": None}),
     "evaluate": (("method", "protocol"), {"seed": 0}),
+    "metrics": (("protocol",), {}),
     "report": ((), {}),
     "cost": ((), {}),
     "plots": ((), {}),
-    "run": (("protocol",), {"method": None}),
+    "run": ((), {"protocol": None, "method": None, "jobs": None}),
+    "jobs": ((), {"protocol": None, "method": None, "wave": None, "all": False}),
+    "dag": ((), {"check": False}),
     "analyze": (("method",), {"seed": 0, "protocol": "cross_quality"}),
     "list": ((), {"what": "registries"}),
     "check-regression": ((), {"rerun": False}),
@@ -44,6 +47,11 @@ ARGS = {
     "protocol": Str("cross_quality", "a protocol name"),
     "rerun": Bool(False, "run the grid first"),
     "what": Choice("registries", "what `list` prints", choices=("registries", "params")),
+    "reuse": Str(None, "the methods entry (a variant's base) whose model or checkpoint this one reuses"),
+    "jobs": Int(1, "stages `run` runs at once", min=1),
+    "wave": Int(0, "the dependency wave `jobs` prints", min=0),
+    "all": Bool(False, "`jobs` lists current stages too"),
+    "check": Bool(False, "`dag` only checks dvc.yaml"),
 }
 TRAINS = ("train", "run", "check-regression", "update-reference")  # verbs that may train
 HELP = "usage: python -m benchmark {" + ",".join(VERBS) + "} [key=value ...]"
@@ -82,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         params = config.load_params(overrides)
         preflight(verb, args, params)
         if verb in ("check-regression", "update-reference"):
-            return regression_verb(verb, args["rerun"], params, overrides.get("profile"))
+            return regression_verb(verb, args["rerun"], params, overrides)
+        if verb == "run":
+            return run_verb(args, params, overrides)
         return dispatch(verb, args, params)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -138,7 +148,7 @@ def preflight(verb: str, args: dict, params: dict) -> None:
 def _protocols(verb: str, args: dict, params: dict) -> list[str]:
     if args.get("protocol") is not None:
         return [args["protocol"]]
-    if verb == "report" or args.get("rerun"):
+    if verb in ("report", "run", "jobs") or args.get("rerun"):
         return list(params["grid"]["protocols"])
     return []
 
@@ -166,31 +176,69 @@ def _single_process_unless_training(verb: str) -> None:
 
 
 def dispatch(verb: str, args: dict, params: dict) -> int:
+    from benchmark.pipeline import dvcfile
     if verb == "list":
         print_params(params) if args["what"] == "params" else print_choices(params)
         return 0
-    if verb == "run":
-        outs = pipeline.run(params, args["protocol"], [args["method"]] if args["method"] else None)
-    elif verb == "report":
-        outs = pipeline.report(params)
-    else:
-        outs = getattr(pipeline, verb)(params, **args)
+    if verb == "dag":
+        if args["check"]:
+            dvcfile.check(params)
+            print(f"{dvcfile.PATH} is current")
+        else:
+            print(f"wrote {dvcfile.write(params)}")
+        return 0
+    if verb == "jobs":
+        print("\n".join(pipeline.job_lines(params, args["protocol"], args["method"], args["wave"], args["all"])))
+        return 0
+    outs = stage_verb(verb, args, params)
     for out in outs if isinstance(outs, list) else [outs]:
         print(f"wrote {out}")
     return 0
 
 
-def regression_verb(verb: str, rerun: bool, params: dict, profile: str | None) -> int:
+def stage_verb(verb: str, args: dict, params: dict):
+    """One stage, under its lock; under ``dvc repro`` (DVC_STAGE set) only from a current dvc.yaml."""
+    import os
+
+    import torch
+
+    from benchmark.pipeline import dvcfile, locks
+    if os.environ.get("DVC_STAGE"):
+        dvcfile.check(params)
+    torch.set_num_threads(int(os.environ.get("BENCHMARK_THREADS", params["grid"]["threads"])))
+    call = {k: v for k, v in args.items() if v is not None}
+    name = "-".join([verb, *(str(v) for _, v in sorted(call.items()))])
+    with locks.stage_lock(name):
+        return pipeline.STAGE_FUNCTIONS[verb](params, **call)
+
+
+def run_verb(args: dict, params: dict, overrides: dict) -> int:
+    """``run``: the grid (or one protocol's stages) through DVC's DAG; with overrides, a DVC experiment."""
+    jobs = args["jobs"] if args["jobs"] is not None else params["grid"]["jobs"]
+    pipeline.run(params, args["protocol"], args["method"], jobs=jobs, threads=params["grid"]["threads"],
+                 overrides=overrides)
+    return 0
+
+
+def regression_verb(verb: str, rerun: bool, params: dict, overrides: dict) -> int:
+    """With ``rerun``, the grid first (with overrides such as ``profile=ci``: in its own workspace,
+    whose metrics are then read), then the check or the rewrite of the reference."""
+    from pathlib import Path
+
     from benchmark.evaluation import regression
     from benchmark.pipeline.provenance import git_commit
+    metrics_csv = Path("results/metrics.csv")
     if verb == "check-regression" and rerun:
-        regression.check_comparable(params, profile)  # before the grid runs, not after
+        regression.check_comparable(params, overrides.get("profile"))  # before the grid runs, not after
     if rerun:
-        pipeline.run_grid(params)
+        where = pipeline.run(params, jobs=params["grid"]["jobs"], threads=params["grid"]["threads"],
+                             overrides=overrides)
+        if overrides:
+            metrics_csv = Path(where[0]) / "results/metrics.csv"
     if verb == "update-reference":
-        print(f"wrote {regression.update_reference(params, profile, git_commit())}")
+        print(f"wrote {regression.update_reference(params, overrides.get('profile'), git_commit(), metrics_csv)}")
         return 0
-    verdict = regression.check_regression(params, profile)
+    verdict = regression.check_regression(params, metrics_csv)
     print(verdict.text())
     return 0 if verdict.ok else 1
 

@@ -88,6 +88,13 @@ def load_protocol(name: str, root: Path | None = None) -> dict:
     return proto
 
 
+def figure_specs(proto: dict, kind: str) -> list[dict]:
+    """The protocol's ``figures:`` entries of one kind (``{kind: roc, test_set: c40}``, ...), with
+    ``test_set`` defaulting to the protocol's first."""
+    first = (proto.get("test_sets") or [{}])[0].get("name")
+    return [{"test_set": first, **f} for f in proto.get("figures") or [] if (f or {}).get("kind") == kind]
+
+
 def subtree(params: dict, dotted: str):
     node = params
     for part in dotted.split("."):

@@ -28,6 +28,10 @@ those terms; the default is forward, loss, ``optim_wrapper.update_params(loss)``
 A method whose step is special (e.g. adversarial weight perturbation) overrides
 it; ``optim_wrapper`` is mmengine's ``OptimWrapper`` (``update_params``,
 ``backward``, ``step``, ``zero_grad``, ``optimizer``).
+``on_train_iter(iteration, max_iters, iters_per_epoch)`` is called by the engine before every
+training iteration of a stage (0-based ``iteration`` within the stage); a method whose schedule
+follows training progress (UIA-ViT's progressive assembly and Gaussian refits) keeps what it
+needs; the default does nothing. Outside the engine (tests) it is never called.
 
 A method trained in several stages (DPL's stage I and II) declares
 ``training_stages(epochs)`` -> [(name, epochs)], ``set_stage(name)`` and
@@ -35,6 +39,14 @@ A method trained in several stages (DPL's stage I and II) declares
 A method's own options may fix parts of how it is trained: ``recipe_overrides(stage)``
 (optimiser etc. of one stage, whatever ``train.recipe`` says), ``train_options()`` (params.yaml
 ``train`` keys such as ``views``); ``set_epoch(epoch)`` is called before every training epoch.
+
+``reused_stage(options, other)`` (a classmethod, no model is built) names the training stage
+of a model built with ``other`` options at whose end it is the model ``options`` describe (DPL
+without stage II is DPL after stage I), so the pipeline takes that checkpoint instead of
+training again; ``None`` (the default) means it must be trained itself.
+
+``outputs`` names what ``forward`` returns beyond ``logit`` that the pipeline uses (e.g.
+``step_logits``: the ``analyze`` stage runs for such methods); tests check the claim.
 
 Capabilities the engine provides on request are named in ``requires``; generic
 code checks capabilities, never a method's name.
@@ -51,6 +63,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class Method(nn.Module):
     requires: frozenset[str] = frozenset()
+    outputs: frozenset[str] = frozenset()
     #: the original's optimiser/schedule/batch size/epochs (``stage_recipe``; ``engine.optim``)
     recipe: dict = {}
 
@@ -84,6 +97,9 @@ class Method(nn.Module):
         optim_wrapper.update_params(losses["loss"])
         return losses
 
+    def on_train_iter(self, iteration: int, max_iters: int, iters_per_epoch: int) -> None:
+        """Training progress before each iteration (see the module docstring); default: ignored."""
+
     def stage_recipe(self, stage: str) -> dict:
         """The original's training recipe for ``stage`` (used under ``train.recipe: own``): any of
         ``benchmark.engine.optim.RECIPE_KEYS``; keys it leaves out come from params.yaml ``train``."""
@@ -112,6 +128,12 @@ class Method(nn.Module):
     def stage_checkpoint(self, stage: str) -> int | str | None:
         """Which checkpoint of the previous stage ``stage`` starts from: an epoch number, ``last``
         or ``best_val``; None = the one ``train.select`` names."""
+        return None
+
+    @classmethod
+    def reused_stage(cls, options: dict, other: dict) -> str | None:
+        """The stage of a training with ``other`` options whose last checkpoint is the model
+        ``options`` describe, or None (train it). Both are resolved params.yaml entries."""
         return None
 
     def provenance(self) -> dict:

@@ -12,7 +12,9 @@ model's own ``feature_info`` points:
   stage right before its top-level child (same tensor, before that ReLU).
 
 Children after the last feature point (pooling, classifier, EfficientNet's conv_head) are
-dropped: a method pools the last stage itself. ``channels[i]`` is stage i's output width.
+dropped: a method pools the last stage itself. ``channels[i]`` is stage i's output width,
+``reductions[i]`` its stride. ``pretrained_cfg`` is the timm model's, so
+``Method.use_input_stats(staged)`` normalises with the backbone's own mean/std.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Staged(nn.Module):
         super().__init__()
         model = create_backbone(name, pretrained, num_classes=0)
         self.weights = backbone_weights(model)
+        self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
         if in_chans != 3:
             _adapt_first_conv(model, in_chans)
         infos = getattr(model, "feature_info", None)
@@ -51,6 +54,12 @@ class Staged(nn.Module):
 
     def __len__(self) -> int:
         return len(self.stages)
+
+    def index(self, reduction: int) -> int:
+        """The stage whose output has stride ``reduction`` (a one-line error when none has)."""
+        if int(reduction) not in self.reductions:
+            raise UserError(f"no feature stage of stride {reduction}; this backbone's strides are {self.reductions}")
+        return self.reductions.index(int(reduction))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []

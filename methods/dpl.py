@@ -24,8 +24,10 @@ Default backbone: ``resnet10t`` at 64 px in params.yaml (embedded default); the 
 ConvNeXt-T at 224 px (profiles/paper.yaml).
 
 Schedule: ``training_stages(epochs)`` = [("I", train.epochs), ("II", stage2_epochs)]; the paper
-trains 5 + 5 (profile paper). stage2_epochs = 0 is Tab. 5's "w/o train stage II" (no Phi, no
-V: uniform positions at test time too). ``stage_recipe`` (``train.recipe: own``): Adam 5e-5,
+trains 5 + 5 (profile paper: train.epochs 5, stage2_epochs 5). stage2_epochs = 0 is Tab. 5's
+"w/o train stage II" (no Phi, no V: uniform positions at test time too); in a pipeline that
+also trains the full DPL, that row is DPL's own stage-I checkpoint (``reused_stage``), so the
+two rows differ by stage II alone. ``stage_recipe`` (``train.recipe: own``): Adam 5e-5,
 5 stage-I epochs; batch 32 and stage II at 5e-5 (paper), batch 16 and stage II at Adam 3e-4
 (release; its stage-I optimiser is taken to be the paper's).
 
@@ -92,11 +94,20 @@ def _choice(name: str, value, options) -> None:
         raise UserError(f"methods.dpl.{name}={value!r} is unknown; choose one of: {', '.join(options)}")
 
 
+#: options that act only in stage II (or on Phi at test time): DPL without stage II is DPL
+#: trained with any values of these, taken after stage I (``DPL.reused_stage``)
+STAGE2_OPTIONS = frozenset({"stage2_epochs", "stage1_checkpoint", "policy_hidden", "policy_eval_sample", "ppo_eps",
+                            "ppo_epochs", "ppo_return", "ppo_clip_form", "value_weight", "entropy_weight",
+                            "ppo_gamma", "ppo_normalize", "policy_sigma", "policy_trunk", "ppo_logprob",
+                            "reward_branch", "stage2_optimizer"})
+
+
 @METHODS.register_module(name="dpl")
 class DPL(Method):
     paper_setting = {"backbone": "convnext_tiny"}  # the paper's ConvNeXt-T, 224 px (cost table)
     paper_input_size = 224
     requires = frozenset({"indicator_levels"})
+    outputs = frozenset({"step_logits", "step_valid", "last_step", "positions", "actions", "fsm_pooled"})
 
     def __init__(self, backbone: str = "convnext_atto", pretrained: str | None = None, reading: str = "release",
                  k: int = 5, delta_frac: float = 1 / 3, focal_gamma: float = 2.0, lreg_weight: float = 1.0,
@@ -190,6 +201,15 @@ class DPL(Method):
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
+
+    @classmethod
+    def reused_stage(cls, options: dict, other: dict) -> str | None:
+        """Without stage II, a model is the stage-I result of a DPL that differs only in stage-II
+        options (Tab. 5's "w/o Train Stage II" reuses DPL's stage-I checkpoint)."""
+        differ = {k for k in {*options, *other} if options.get(k) != other.get(k)}
+        if int(options.get("stage2_epochs", 5)) == 0 < int(other.get("stage2_epochs", 5)) and differ <= STAGE2_OPTIONS:
+            return "I"
+        return None
 
     def set_stage(self, stage: str) -> None:
         """I: train all but Phi and V; II: train only Phi and V (the rest frozen, BN in eval)."""

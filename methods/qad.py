@@ -1,22 +1,29 @@
 """QAD: quality-agnostic detection with HSIC kernel regularisation and adversarial weight perturbation.
 
 Paper: B. M. Le and S. S. Woo, "Quality-Agnostic Deepfake Detection with Intra-model
-Collaborative Learning", ICCV 2023.
+Collaborative Learning", ICCV 2023. Facts also read from the authors' released configs
+(``hkrawp_resnet.yaml``: training qualities raw, c23 and c40); nothing is copied.
 
 Mechanism kept: every training image comes with the same frame at another quality
-(capability ``quality_pair``: c23 with c40, or a JPEG copy). One network sees both; the loss is
-the cross-entropy of each plus ``alpha_hkr`` x the HSIC-based kernel regulariser (HKR): at
-several depths, 1 - nHSIC between the features of the two qualities (Gaussian kernel, width
-``sigma``), weighted per depth by ``hkr_weights``, so the model's representation of a frame
-depends on the frame and not on its quality. The step is wrapped in adversarial weight
-perturbation (AWP, Wu et al., NeurIPS 2020): weights move by gamma * |w| * g / |g| along the
-loss gradient (per tensor), the loss is taken there, the perturbation is removed, and the
-optimiser steps with that gradient (``train_step``).
+(capability ``quality_pair``: one of the frame's other extracted qualities among raw, c23 and
+c40, drawn per item and epoch, so over training a c23 frame is paired with raw and with c40
+where the tree has both; a seeded JPEG copy where it has neither, see
+``benchmark.data.frames.TrainFrames``). One network sees both; the loss is the cross-entropy of
+each plus ``alpha_hkr`` x the HSIC-based kernel regulariser (HKR): at several depths,
+1 - nHSIC between the features of the two qualities (Gaussian kernel, width ``sigma``), weighted
+per depth by ``hkr_weights``, so the model's representation of a frame depends on the frame and
+not on its quality. The step is wrapped in adversarial weight perturbation (AWP, Wu et al.,
+NeurIPS 2020): weights move by gamma * |w| * g / |g| along the loss gradient (per tensor), the
+loss is taken there, the perturbation is removed, and the optimiser steps with that gradient
+(``train_step``), after ``awp_warmup_epochs`` plain epochs.
 
 Default backbone: ResNet-50 (``resnet50``; the paper also reports EfficientNet-B1,
-``efficientnet_b1``). params.yaml uses ``resnet10t`` (same family) so the grid fits a CPU.
-Defaults from the authors' released config: alpha_hkr 0.003, sigma 6.0, per-depth weights
-(0.1, 0.25, 0.5, 0, 0, 0), AWP gamma 0.002 after 3 warm-up epochs.
+``efficientnet_b1``) at 224 px. params.yaml uses timm's tiny ``test_resnet`` (same family, 0.4 M
+parameters): two forward passes per image and the AWP step make QAD cost about four baseline
+steps, and resnet10t took 3.9x the baseline's step. Defaults from the authors' released config:
+alpha_hkr 0.003, sigma 6.0, per-depth weights (0.1, 0.25, 0.5, 0, 0, 0), AWP gamma 0.002 after 3
+warm-up epochs; its recipe (``recipe``): Adam lr 2e-4, weight decay 1e-4, one-cycle schedule
+(peak 2e-4), batch 64, 32 epochs.
 
 Deviations and readings:
 - the depths of ``hkr_weights`` are read as: each backbone stage after the stem (timm
@@ -24,10 +31,14 @@ Deviations and readings:
   compares globally average-pooled stage features (N, C), not flattened maps;
 - HKR maximises the dependence of the two qualities' features; written as 1 - nHSIC (>= 0,
   same gradient as -nHSIC);
-- AWP warm-up is counted in optimiser steps (``awp_warmup_steps``, a persistent buffer counts
-  them so a resumed run continues the count); the release counts 3 epochs, params.yaml sets
-  the steps of 3 epochs of the embedded grid. AWP perturbs every trainable tensor with more
-  than one dimension (conv and linear weights), not biases or norms;
+- the release trains on frames of all three qualities and pairs them; here the train set is the
+  protocol's (c23 for cross-quality) and each of its frames is paired with another quality of
+  the same frame; the default grid extracts c23 and c40 only (``extract.qualities``), so there
+  the pair is the c40 frame;
+- the one-cycle schedule is PyTorch's default shape (30 % warm-up, cosine, initial lr = peak / 25,
+  final = initial / 1e4; the config names only "one_cycle");
+- AWP perturbs every trainable tensor with more than one dimension (conv and linear weights),
+  not biases or norms; the warm-up counts epochs of the stage (``Method.on_train_iter``);
 - batch-norm running statistics are updated by both forward passes of an AWP step;
 - the perturbation's direction is the clean loss's gradient as ``optim_wrapper.backward`` leaves
   it (averaged over the ranks in data-parallel training; scaled under fp16 loss scaling, which
@@ -92,26 +103,35 @@ class QAD(Method):
     paper_input_size = 224
 
     requires = frozenset({"quality_pair"})
+    recipe = {"optimizer": {"type": "Adam", "lr": 2e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-4},
+              "param_scheduler": [{"type": "OneCycleLR", "eta_max": 2e-4, "pct_start": 0.3, "anneal_strategy": "cos",
+                                   "div_factor": 25.0, "final_div_factor": 1e4, "by_epoch": True,
+                                   "convert_to_iter_based": True}],
+              "batch_size": 64, "epochs": 32}
 
     def __init__(self, backbone: str = "resnet50", pretrained: str | None = None,
                  alpha_hkr: float = 0.003, hkr_weights=(0.1, 0.25, 0.5, 0.0, 0.0, 0.0),
                  sigma: float = 6.0, kernel: str = "gaussian",
-                 awp_gamma: float = 0.002, awp_warmup_steps: int = 0):
+                 awp_gamma: float = 0.002, awp_warmup_epochs: int = 3):
         super().__init__()
         if kernel not in KERNELS:
             raise UserError(f"qad kernel {kernel!r} unknown; choose one of {KERNELS}")
         self.backbone_name = backbone
         self.backbone = create_backbone(backbone, pretrained, features_only=True)
         self.weights = backbone_weights(self.backbone)
+        self.use_input_stats(self.backbone)
         n_depths = len(self.backbone.feature_info) - 1 + 2  # stages after the stem, embedding, logit
         if len(hkr_weights) != n_depths:
             raise UserError(f"qad hkr_weights has {len(hkr_weights)} entries; {backbone} needs {n_depths} "
                             f"({n_depths - 2} stages after the stem, the embedding, the logit)")
         self.hkr_weights = tuple(float(w) for w in hkr_weights)
         self.alpha_hkr, self.sigma, self.kernel = float(alpha_hkr), float(sigma), kernel
-        self.awp_gamma, self.awp_warmup_steps = float(awp_gamma), int(awp_warmup_steps)
+        self.awp_gamma, self.awp_warmup_epochs = float(awp_gamma), int(awp_warmup_epochs)
         self.head = nn.Linear(self.backbone.feature_info.channels()[-1], 1)
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
+        self._epoch = 0  # of the running stage, from Method.on_train_iter
+
+    def on_train_iter(self, iteration: int, max_iters: int, iters_per_epoch: int) -> None:
+        self._epoch = int(iteration) // max(int(iters_per_epoch), 1)
 
     def _features(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         maps = self.backbone(self.normalize(image))[1:]  # stages after the stem
@@ -146,9 +166,7 @@ class QAD(Method):
 
     def train_step(self, batch: dict, optim_wrapper) -> dict:
         """AWP step: perturb along the loss gradient, take the loss there, restore, step."""
-        active = self.awp_gamma > 0 and int(self.steps_done) >= self.awp_warmup_steps
-        self.steps_done += 1
-        if not active:
+        if self.awp_gamma <= 0 or self._epoch < self.awp_warmup_epochs:
             return super().train_step(batch, optim_wrapper)
         params = self.awp_parameters()
         clean = self.loss(self(batch), batch)

@@ -10,14 +10,16 @@ fed to the backbone, whose first conv takes 4 channels. "Shallow": the paper arg
 cue is local (up-sampling artefacts) and favours a small receptive field; ``stages`` keeps only
 the first n feature stages of the backbone (null = all).
 
-Original default backbone: Xception (``legacy_xception`` in timm) at 299 px.
+Original default backbone: Xception (``legacy_xception`` in timm) at 299 px. The original's
+recipe (``recipe``, DeepfakeBench): Adam lr 2e-4, weight decay 5e-4, batch 32, 10 epochs.
 
 Deviations from the original:
 - ``stages: null`` (the whole backbone) by default: the paper's shallow setting is described
   qualitatively; set ``stages`` (e.g. 3) to cut the network after that many feature stages;
 - the phase channel is standardised per image (zero mean, unit std) so its scale matches
   the normalised RGB channels (the raw reconstruction has std ~ 1/side); ``standardise_phase``;
-- the phase is computed on the grey image (ITU-R 601 weights), not per colour channel;
+- the phase is computed on the grey image (ITU-R 601 weights; DeepfakeBench averages the three
+  channels), not per colour channel;
 - one fake logit with binary cross-entropy instead of a two-way softmax; random
   initialisation unless ``pretrained`` (local file; timm adapts the first conv to 4 channels).
 """
@@ -28,6 +30,7 @@ from torch import nn
 
 from benchmark.method import Method
 from benchmark.registry import METHODS
+from methods._recipes import deepfakebench
 from methods._staged import Staged
 
 PAPER_BACKBONE, PAPER_INPUT_SIZE = "legacy_xception", 299
@@ -44,6 +47,7 @@ def phase_only(x: torch.Tensor) -> torch.Tensor:
 class SPSL(Method):
     paper_setting = {"backbone": PAPER_BACKBONE}
     paper_input_size = PAPER_INPUT_SIZE
+    recipe = deepfakebench(batch_size=32, epochs=10)
 
     def __init__(self, backbone: str = PAPER_BACKBONE, pretrained: str | None = None,
                  stages: int | None = None, standardise_phase: bool = True):
@@ -51,6 +55,7 @@ class SPSL(Method):
         self.backbone_name = backbone
         self.net = Staged(backbone, 4, pretrained)
         self.weights = self.net.weights
+        self.use_input_stats(self.net)
         if stages is not None:
             self.net.stages = self.net.stages[: int(stages)]
         self.standardise = standardise_phase
@@ -67,7 +72,7 @@ class SPSL(Method):
         image = batch["image"]
         x = torch.cat([self.normalize(image), self.phase_channel(image)], 1)
         feat = self.net(x)[-1].mean((-1, -2))
-        return {"logit": self.head(feat).squeeze(1)}
+        return {"logit": self.head(feat).squeeze(1), "feature": feat}
 
     def provenance(self) -> dict:
         return {"backbone": self.backbone_name, "weights": self.weights}

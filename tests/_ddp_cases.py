@@ -47,7 +47,7 @@ CFG = {"epochs": 2, "batch_size": GLOBAL_BATCH, "optimizer": {"type": "Adam", "l
 CASES = {
     "baseline": {"backbone": "test_convnext"},
     "qad": {"backbone": "test_convnext", "hkr_weights": [0.1, 0.25, 0.5, 0.0, 0.0], "alpha_hkr": 0.0, "awp_gamma": 0.01,
-            "awp_warmup_steps": 0},
+            "awp_warmup_epochs": 0},
     # reading paper: the release reading's stage II starts from the best-validation epoch (these
     # cases pass no val frames), and its two-process run does not yet equal one process (issue 15's note)
     "dpl": {"backbone": "test_convnext", "reading": "paper", "hidden": 16, "policy_hidden": 8, "stage2_epochs": 1,

@@ -24,17 +24,19 @@ def test_the_five_ablations_exist():
 def test_every_row_is_a_methods_entry(name):
     params = config.load_params(root=ROOT)
     for method in pipeline.protocol_methods(config.load_protocol(name, ROOT)):
-        assert pipeline.resolve_method(params, method)[0] in ("baseline", "dpl")
+        assert pipeline.resolve_method(params, method)[0] in ("baseline", "dpl", "qad", "ucf")
 
 
 def test_run_uses_the_protocol_rows(monkeypatch):
-    params = config.load_params(root=ROOT)
-    seen = []
+    from benchmark.pipeline import dag, executor
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(pipeline.stamps, "is_current", lambda *a: True)  # nothing to run
-    monkeypatch.setattr(pipeline.stages, "report", lambda params, protos, methods: seen.append(methods) or [])
-    pipeline.run(params, "ablation_fusion")
-    assert seen == [["dpl", "dpl_concat", "dpl_attention"]]
+    insts = dag.instances(config.load_params(root=ROOT))
+    picked = executor.select(insts, "ablation_fusion", None)
+    # DPL's row is scored once, by cross_quality (same model, test sets and conditions)
+    assert picked == {"evaluate-cross_quality-dpl@0", "evaluate-ablation_fusion-dpl_concat@0",
+                      "evaluate-ablation_fusion-dpl_attention@0"}
+    trains = {n for n in dag.with_upstream(insts, picked) if n.startswith("train-")}
+    assert trains == {f"train-{m}-ff_c23@0" for m in ("dpl", "dpl_concat", "dpl_attention")}
 
 
 def test_the_table_has_the_paper_shape():
@@ -64,4 +66,4 @@ def test_list_shows_the_variants(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "dpl_wo_vqpl (dpl)" in out and "baseline_resnet18 (baseline)" in out and "ablation_components" in out
+    assert "dpl_wo_vqpl (dpl)" in out and "baseline_resnet (baseline)" in out and "ablation_components" in out

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 REQUIRED = {"distort": ["distortion=CS", "severity=1"], "train": ["method=baseline"],
             "evaluate": ["method=baseline", "protocol=cross_quality"], "run": ["protocol=cross_quality"],
-            "analyze": ["method=dpl"]}
+            "analyze": ["method=dpl"], "metrics": ["protocol=cross_quality"]}
 SENTINELS = ["data/faces/ff/manifest.parquet", "models/ff_c23/dpl/seed0/model.pt", "results/metrics.csv"]
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 import yaml
 
-from benchmark import pipeline
 from benchmark.data import store
 from benchmark.data.frames import MANIPULATION_IDS, PAIR_JPEG_RANGE, TrainFrames
 from benchmark.engine import LevelsPreprocessor
@@ -100,15 +99,16 @@ def test_manipulation_labels_follow_the_folders_order(crops):
 
 
 def test_pipeline_pairs_c23_with_c40_then_raw(crops, monkeypatch):
+    from benchmark.pipeline import inputs
     manifest, root = crops
-    monkeypatch.setattr(pipeline.inputs, "faces_dir", lambda dataset: root)
+    monkeypatch.setattr(inputs, "faces_dir", lambda dataset: root)
     manifest.to_parquet(root / "manifest.parquet")
     spec = {"dataset": "ff", "quality": "c23", "split": "train"}
-    assert set(pipeline._pair_manifest(spec).quality) == {"c40"}
+    assert set(inputs.pair_manifest(spec).quality) == {"c40"}
     manifest.assign(quality=manifest.quality.replace("c40", "raw")).to_parquet(root / "manifest.parquet")
-    assert set(pipeline._pair_manifest(spec).quality) == {"raw"}
+    assert set(inputs.pair_manifest(spec).quality) == {"raw"}
     manifest[manifest.quality == "c23"].to_parquet(root / "manifest.parquet")
-    assert pipeline._pair_manifest(spec) is None
+    assert inputs.pair_manifest(spec) is None
 
 
 def test_preprocessor_makes_the_pair_float_like_the_image():

@@ -64,7 +64,7 @@ def test_options_a_method_fixes_reach_the_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(engine, "train", lambda model, data, out, cfg, seed, **kw: seen.update(data=data, cfg=cfg, **kw) or {})
     monkeypatch.setattr(stages.inputs, "manifest", lambda *a: _rows())
     monkeypatch.setattr(stages.inputs, "indicator", lambda *a: type("I", (), {"levels": None})())
-    monkeypatch.setattr(stages.stamps, "write", lambda *a: None)
+    monkeypatch.setattr(stages, "_publish", lambda *a: None)  # engine.train is stubbed: nothing to move
     monkeypatch.chdir(ROOT)
     params = config.load_params({"methods.dpl.hidden": "8", "methods.dpl.policy_hidden": "4"}, root=ROOT)
     stages.train(params, method="dpl", train_set="ff_c23", seed=0)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import signal
 import subprocess
 import sys
@@ -40,8 +41,9 @@ STAGES = [
     ("extract", ["extract", "dataset=ff"], "data/faces/.ff.work/parts/**/*.json"),
     ("indicators", ["indicators", "dataset=ff"], None),
     ("distort", ["distort", "distortion=GNC", "severity=3"], None),
-    ("train", ["train", "method=dpl"], "models/ff_c23/dpl/.seed0.partial-*/I/epoch_1.pth"),
+    ("train", ["train", "method=dpl"], ".benchmark/work/.models__ff_c23__dpl__seed0.partial-*/I/epoch_1.pth"),
     ("evaluate", ["evaluate", "method=dpl", "protocol=cross_quality"], None),
+    ("metrics", ["metrics", "protocol=cross_quality"], None),
     ("report", ["report"], None),
 ]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
@@ -144,6 +146,9 @@ def _complete(path: Path) -> None:
         torch.load(path, weights_only=True, map_location="cpu")
     elif suffix == ".png":
         assert cv2.imread(str(path)) is not None, path
+    elif suffix == ".tar":  # a crop-store shard: every member readable to its end
+        with tarfile.open(path) as tar:
+            assert all(tar.extractfile(m).read() for m in tar.getmembers()), path
     elif suffix == ".mp4":
         cap = cv2.VideoCapture(str(path))
         assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0, path
@@ -303,20 +308,20 @@ def test_a_full_disk_during_extraction_is_one_line_and_the_rerun_resumes(extract
     from benchmark.data import extract as ex
     clean = shutil.copytree(extracted["extract"], tmp_path / "clean", symlinks=True)
     assert _main(["extract", "dataset=ff"], clean, monkeypatch, capsys)[0] == 0
-    real, calls = ex._save_crop, []
+    real, calls = ex._save_crops, []
 
-    def full_after_six(tmp, video, *args):
+    def full_after_six(work, video, *args):
         calls.append(video["video_id"])
         if len(calls) > 6:
-            raise _enospc(tmp / "crops")
-        return real(tmp, video, *args)
-    monkeypatch.setattr(ex, "_save_crop", full_after_six)
+            raise _enospc(work / "crops")
+        return real(work, video, *args)
+    monkeypatch.setattr(ex, "_save_crops", full_after_six)
     proj = extracted["extract"]
     rc, err = _main(["extract", "dataset=ff"], proj, monkeypatch, capsys)
     err = _one_error_line(err)  # (after the progress bar the stage drew before the disk filled)
     assert rc == 2 and "no space left on the device writing" in err and "resumes" in err
     assert not (proj / "data/faces/ff").exists()  # nothing visible; the finished videos wait in .ff.work
-    monkeypatch.setattr(ex, "_save_crop", real)
+    monkeypatch.setattr(ex, "_save_crops", real)
     assert _main(["extract", "dataset=ff"], proj, monkeypatch, capsys)[0] == 0
     report = json.loads((proj / "data/faces/ff/extract_report.json").read_text())
     assert report["videos_resumed"] >= 2
@@ -348,7 +353,7 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_the_rerun_resumes
     err = _one_error_line(err)
     assert rc == 2 and "no space left on the device writing" in err and "epoch_2.pth" in err
     assert not (proj / "models/ff_c23/baseline").joinpath("seed0").exists()
-    partial = next((proj / "models/ff_c23/baseline").glob(".seed0.partial-*"))
+    partial = next((proj / ".benchmark/work").glob(".models__ff_c23__baseline__seed0.partial-*"))
     assert [p.name for p in partial.glob("epoch_*.pth")] == ["epoch_1.pth"]  # intact; no half of epoch 2
     monkeypatch.setattr(checkpoint.AtomicLocalBackend, "put", real)
     steps.clear()

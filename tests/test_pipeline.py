@@ -1,12 +1,19 @@
 """Pipeline wiring that the end-to-end test does not pin down on its own."""
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+import yaml
 
 from benchmark import config, pipeline
-from benchmark.pipeline import stamps
+from benchmark.errors import UserError
+from benchmark.pipeline import dag, dvcfile, graph, reporting
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +31,7 @@ def _scores(method: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_report_covers_the_grid_and_ignores_stale_scores(tmp_path, monkeypatch):
+def test_metrics_and_report_cover_the_grid_and_ignore_stale_scores(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "protocols", tmp_path / "protocols")
     shutil.copy(ROOT / "params.yaml", tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -33,10 +40,34 @@ def test_report_covers_the_grid_and_ignores_stale_scores(tmp_path, monkeypatch):
         path.parent.mkdir(parents=True)
         _scores(method).to_parquet(path)
     params = config.load_params({"grid.methods": "[dpl]"})
+    pipeline.metrics(params, protocol="cross_quality")
+    assert set(pd.read_csv("results/metrics/cross_quality.csv")["method"]) == {"dpl"}
+    headline = json.loads(Path("results/metrics/cross_quality.json").read_text())
+    assert set(headline) == {"dpl"} and set(headline["dpl"]) == {"c23", "c40"}  # what dvc exp show lists
     pipeline.report(params)
     assert set(pd.read_csv("results/metrics.csv")["method"]) == {"dpl"}
-    pipeline.report(params, methods=["retired"])  # what `run method=retired` asks for
-    assert set(pd.read_csv("results/metrics.csv")["method"]) == {"dpl", "retired"}
+    assert '<section class="protocol" id="cross_quality">' in Path("results/report.html").read_text()
+    reporting.protocol_metrics(params, "cross_quality", methods=["retired"])  # a method named on the command line
+    assert set(pd.read_csv("results/metrics/cross_quality.csv")["method"]) == {"dpl", "retired"}
+
+
+def test_headline_is_the_tables_average_per_test_set():
+    """metrics.json: the mean over the protocol's listed subsets (not the pooled `all`), frame level,
+    mean over seeds; several perturbations are keyed apart."""
+    from benchmark.evaluation.metrics import METRIC_COLUMNS
+    from benchmark.report.series import headline
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.02)):
+        for subset, auc in zip(["DF", "F2F", "FS", "NT", "all"], [0.6, 0.7, 0.8, 0.9, 0.1]):
+            for level in ("frame", "video"):
+                rows.append({**dict.fromkeys(METRIC_COLUMNS), "protocol": "cq", "method": "m", "seed": seed,
+                             "train_set": "ff_c23", "test_set": "c23", "subset": subset, "quality": "c23",
+                             "perturbation": "random_jpeg", "level": level, "auc": auc + shift})
+    table = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    assert headline(table, {"cq": {"subsets": ["DF", "F2F", "FS", "NT"]}}) == {"cq": {"m": {"c23": 0.76}}}
+    assert headline(table, {"cq": {"subsets": ["all"]}}) == {"cq": {"m": {"c23": 0.11}}}
+    two = pd.concat([table, table.assign(perturbation="CS")])
+    assert headline(two, {"cq": {"subsets": ["all"]}}) == {"cq": {"m": {"c23/CS": 0.11, "c23/random_jpeg": 0.11}}}
 
 
 def test_stage_keys_chain_through_upstream_stages(monkeypatch):
@@ -47,9 +78,110 @@ def test_stage_keys_chain_through_upstream_stages(monkeypatch):
     assert pipeline.stage_key("train", config.load_params({"methods.dpl.hidden": "8"}), **args) != base
     assert pipeline.stage_key("train", config.load_params({"evaluate.batch_size": "8"}), **args) == base  # not read by train
     assert pipeline.stage_key("train", config.load_params({"synthff.frames": "8"}), **args) != base  # upstream data
-    assert [s for s, _ in pipeline.upstream("evaluate", params, protocol="cross_quality", method="dpl", seed=0)] == \
-        ["train", "indicators"]
-    assert stamps.name("train", args) == "train-dpl-0-ff_c23"
+    assert pipeline.stage_key("train", params, **{**args, "seed": 1}) != base
+    insts = dag.instances(params)
+    up = dag.upstream(insts)["evaluate-cross_quality-dpl@0"]
+    assert up == ["extract-ff", "indicators-ff", "train-dpl-ff_c23@0"]
+
+
+def test_committed_dvc_yaml_is_the_render_of_the_declaration(monkeypatch):
+    """dvc.yaml is generated from pipeline.graph: run `python -m benchmark dag` after a grid change."""
+    monkeypatch.chdir(ROOT)
+    assert (ROOT / "dvc.yaml").read_text() == dvcfile.render(config.load_params())
+    dvcfile.check(config.load_params({"grid.seeds": "[0, 1, 2]", "methods.dpl.lreg_sign": "-1"}))  # values: same file
+    with pytest.raises(UserError, match="run `python -m benchmark dag`"):
+        dvcfile.check(config.load_params({"grid.methods": "[baseline]"}))
+
+
+def test_the_default_grid_is_the_whole_paper(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = config.load_params()
+    stages = graph.stages(params)
+    evaluated = {s.meta["protocol"] for s in stages if s.verb == "evaluate"}
+    assert set(config.protocol_names()) <= evaluated  # every protocol file is in the grid
+    trained = {(s.meta["method"], s.meta["train_set"]) for s in stages if s.verb == "train"}
+    assert {("qad", "ff_c23_DF"), ("ucf", "ff_c23_NT"), ("dpl", "ff_c23_FS")} <= trained  # Tab. 3
+    assert not {ts for _, ts in trained} - {"ff_c23", "ff_c23_DF", "ff_c23_F2F", "ff_c23_FS", "ff_c23_NT"}
+    assert {s.args["distortion"] for s in stages if s.verb == "distort"} >= {"CS", "CC", "BW", "GNC", "GB", "RESIZE", "VC"}
+    reuse = {s.meta["method"]: s.args.get("reuse") for s in stages if s.verb == "train" and s.meta["train_set"] == "ff_c23"}
+    assert reuse["dpl_wo_stage2"] == "dpl" and reuse["baseline_resnet"] == "baseline" and reuse["dpl"] is None
+    assert [s.name for s in stages if s.verb == "analyze"] == ["analyze-dpl"]
+    # the same model on the same test sets under the same conditions is scored once
+    evaluated = {(s.meta["protocol"], s.meta["method"]) for s in stages if s.verb == "evaluate"}
+    assert ("cross_quality", "dpl") in evaluated and ("ablation_fusion", "dpl") not in evaluated
+    fusion = next(s for s in stages if s.name == "metrics-ablation_fusion")
+    assert fusion.deps[:3] == ["results/scores/cross_quality/dpl", "results/scores/ablation_fusion/dpl_concat",
+                               "results/scores/ablation_fusion/dpl_attention"]
+    assert ("robustness", "dpl") in evaluated  # other test sets: its own scores
+
+
+def test_a_method_depends_on_the_helpers_it_imports():
+    deps = {m: set(graph.code_deps("train", [m])) for m in ("dpl", "baseline", "f3net")}
+    assert {"methods/dpl.py", "methods/_ppo.py", "methods/_dpl_parts.py", "methods/_losses.py"} <= deps["dpl"]
+    assert not any(d.startswith("methods/_") and d != "methods/__init__.py" for d in deps["baseline"])
+    assert "methods/baseline.py" in deps["baseline"]
+    assert "methods/_staged.py" in deps["f3net"] and "methods/_ppo.py" not in deps["f3net"]
+    assert "benchmark/engine" in deps["baseline"] and not any("pipeline" in d for d in deps["baseline"])
+
+
+def test_a_variant_in_the_grid_gets_its_roots_code(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = config.load_params({"grid.methods": "[baseline, dpl_concat]", "grid.protocols": "[cross_quality]"})
+    stages = {s.name: s for s in graph.stages(params)}
+    train = stages["train-dpl_concat-ff_c23"]
+    assert "methods/dpl.py" in train.deps and train.params == ["train", "methods.dpl_concat", "methods.dpl"]
+    assert "reuse" not in train.args  # its base is not trained in this grid
+    assert train.cmd == "python -m benchmark train method=dpl_concat train_set=ff_c23 seed=${item.seed}"
+
+
+def test_waves_put_every_stage_after_what_it_reads(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    insts = dag.instances(config.load_params())
+    up, seen = dag.upstream(insts), set()
+    for wave in dag.waves(insts):
+        assert all(set(up[i.name]) <= seen for i in wave)
+        seen |= {i.name for i in wave}
+    assert len(seen) == len(insts)
+    lines = pipeline.job_lines(config.load_params(), "cross_quality", "dpl", everything=True)
+    assert lines[0].startswith("# wave 1 of ") and "python -m benchmark train method=dpl train_set=ff_c23 seed=0" in lines
+    assert lines[-1].startswith("# when every wave has finished") and "report" not in lines[-1]
+    assert pipeline.job_lines(config.load_params(), "cross_quality", "dpl", wave=1, everything=True) == [
+        "python -m benchmark synthesize dataset=ff"]
+
+
+@pytest.mark.parametrize("protocol, method, message", [
+    ("cross_quality", "dpl_concat", "method 'dpl_concat' has no stages in protocol 'cross_quality'"),
+    ("ablation_fusion", "baseline", "its methods are: dpl, dpl_attention, dpl_concat"),
+])
+def test_run_refuses_what_the_grid_does_not_hold(monkeypatch, protocol, method, message):
+    from benchmark.pipeline import executor
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(UserError, match=message):
+        executor.select(dag.instances(config.load_params()), protocol, method)
+
+
+def test_a_second_run_in_the_same_checkout_refuses(tmp_path, monkeypatch):
+    from benchmark.pipeline import locks
+    monkeypatch.chdir(tmp_path)
+    with locks.run_lock():
+        child = subprocess.run([sys.executable, "-c", "from benchmark.pipeline import locks\n"
+                                "with locks.run_lock(): pass"], cwd=tmp_path, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert child.returncode != 0 and "another `run` (pid " in child.stderr
+    with locks.run_lock():  # released: the next one gets it
+        pass
+
+
+def test_one_stage_run_twice_at_once_serialises(tmp_path, monkeypatch):
+    from benchmark.pipeline import locks
+    monkeypatch.chdir(tmp_path)
+    script = ("import sys, time\nfrom benchmark.pipeline import locks\n"
+              "with locks.stage_lock('train-x'):\n"
+              "    open('log', 'a').write('in\\n'); time.sleep(0.5); open('log', 'a').write('out\\n')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+             for _ in range(2)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert (tmp_path / "log").read_text() == "in\nout\nin\nout\n"  # never interleaved
 
 
 def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypatch):
@@ -58,8 +190,9 @@ def test_provenance_says_synthetic_from_the_dataset_class_not_its_name(monkeypat
     assert provenance.collect(config.load_params(), ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is True
     real = config.load_params({"datasets.ff.name": "ffpp"})
     assert provenance.collect(real, ["dpl"], [0], ["ff_c23"])["dataset"]["synthetic"] is False
-    assert pipeline.upstream("extract", real, dataset="ff") == []  # a downloaded tree is not generated
-    assert pipeline.upstream("extract", config.load_params(), dataset="ff") == [("synthesize", {"dataset": "ff"})]
+    assert "synthesize" not in {s.verb for s in graph.data_stages(real, {"ff"})}  # a downloaded tree is not generated
+    assert [s.name for s in graph.data_stages(config.load_params(), {"ff"})] == ["synthesize-ff", "extract-ff",
+                                                                                 "indicators-ff"]
 
 
 def test_frames_subset_spreads_k_frames_per_video_and_none_keeps_all():
@@ -76,8 +209,8 @@ def test_distortion_protocol_expands_test_sets_and_chains_distort_stages(monkeyp
     n = len(proto["distortions"]["codes"]) * len(proto["distortions"]["severities"])
     assert len(sets) == n * len(proto["test_sets"])
     assert any(t["faces"] == "ff@VC5" and t["perturbation"] == "VC" and t["severity"] == 5 for t in sets)
-    up = pipeline.upstream("evaluate", config.load_params(), protocol="robustness", method="baseline", seed=0)
-    assert sum(s == "distort" for s, _ in up) == n
+    up = dag.upstream(dag.instances(config.load_params()))["evaluate-robustness-baseline@0"]
+    assert sum(u.startswith("distort-ff-") for u in up) == n
     assert pipeline.test_sets(config.load_protocol("cross_quality"))[0]["faces"] == "ff"
 
 
@@ -96,9 +229,10 @@ def test_cross_manipulation_train_sets_and_rows(monkeypatch):
     for bad in ("ff", "zz_c23", "ff_c99", "ff_c23_"):
         with pytest.raises(UserError, match="unknown train_set"):
             pipeline.parse_train_set(bad, params)
-    up = pipeline.upstream("evaluate", params, protocol="cross_manipulation", method="baseline", seed=0)
-    assert [(s, a.get("train_set")) for s, a in up if s == "train"] == [("train", t) for t in pipeline.protocol_train_sets(proto)]
-    assert [str(p) for p in pipeline.outputs("evaluate", params, protocol="cross_manipulation", method="baseline", seed=0)] == \
+    insts = {i.name: i for i in dag.instances(params)}
+    up = dag.upstream(list(insts.values()))["evaluate-cross_manipulation-baseline@0"]
+    assert [u for u in up if u.startswith("train-")] == [f"train-baseline-{t}@0" for t in sorted(pipeline.protocol_train_sets(proto))]
+    assert insts["evaluate-cross_manipulation-baseline@0"].outs == \
         [f"results/scores/cross_manipulation/baseline/ff_c23_{m}_seed0.parquet" for m in ("DF", "F2F", "FS", "NT")]
     manifest = pd.DataFrame({"label": [0, 0, 1, 1, 1], "manipulation": ["real", "real", "DF", "F2F", "NT"]})
     assert pipeline.train_rows(spec, manifest)["manipulation"].tolist() == ["real", "real", "F2F"]
@@ -106,9 +240,8 @@ def test_cross_manipulation_train_sets_and_rows(monkeypatch):
     with pytest.raises(UserError, match="no FS fakes"):
         pipeline.train_rows(pipeline.parse_train_set("ff_c23_FS", params), manifest)
     # the stand-in test sets: synthesised per dataset, binned with the training set's indicator edges
-    assert pipeline.upstream("extract", params, dataset="cdf") == [("synthesize", {"dataset": "cdf"})]
-    assert pipeline.upstream("indicators", params, dataset="cdf") == [("extract", {"dataset": "cdf"}),
-                                                                     ("indicators", {"dataset": "ff"})]
+    ups = dag.upstream(list(insts.values()))
+    assert ups["extract-cdf"] == ["synthesize-cdf"] and ups["indicators-cdf"] == ["extract-cdf", "indicators-ff"]
 
 
 def test_cross_manipulation_table_has_a_train_row_per_manipulation():
@@ -159,3 +292,44 @@ def test_cross_dataset_table_has_one_column_per_test_dataset():
     aucs = [head[(head.test_set == n) & (head.subset == "all") & (head.level == "frame")]["auc"].item()
             for n in ("FSH", "CDFv2", "FFIW10K")]
     assert [c.text for c in t.rows[0][1]] == [f"{100 * a:.2f}" for a in aucs + [np.mean(aucs)]]  # Avg: of the AUCs
+
+
+def test_run_executes_what_dvc_finds_stale_in_parallel_and_records_it(tmp_path, monkeypatch, capsys):
+    """executor._execute on a 3-stage DVC project: a, then b and c at once; then nothing; then only
+    what a changed input invalidates; a deleted output comes back from DVC's run cache."""
+    from benchmark.pipeline import executor
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], check=True, env=env)
+    (tmp_path / "mk.py").write_text("import sys, time\nname, *deps = sys.argv[1:]\ntime.sleep(0.5)\n"
+                                    "text = ''.join(open(d).read() for d in deps) + name\n"
+                                    "open(name + '.txt', 'w').write(text)\n")
+    (tmp_path / "in.txt").write_text("x")
+    spec = {"a": ["in.txt"], "b": ["a.txt"], "c": ["a.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        n: {"cmd": f"python mk.py {n} {' '.join(d)}", "deps": ["mk.py", *d], "outs": [f"{n}.txt"]}
+        for n, d in spec.items()}}))
+
+    class Job(dag.Instance):
+        @property
+        def argv(self):
+            return ["python", "mk.py", self.name, *self.deps[1:]]
+    todo = [Job(n, graph.Stage("x", {}, [], [], []), None, ["mk.py", *d], [f"{n}.txt"]) for n, d in spec.items()]
+
+    def run():
+        from dvc.repo import Repo
+        with Repo() as repo:
+            return executor._execute(repo, todo, jobs=2, threads=1)
+    first = run()
+    assert first[0] == "a" and sorted(first[1:]) == ["b", "c"]  # a first (b and c read it), b and c at once
+    starts = {ln.split()[0]: float(ln.split()[1]) for ln in (tmp_path / ".benchmark/logs/times.tsv").read_text().splitlines()}
+    assert (tmp_path / "b.txt").read_text() == "xab" and set(starts) == {"a", "b", "c"}
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True, env=env)
+    assert status.stdout.strip() == "{}"  # recorded as dvc repro would
+    assert run() == [] and "[skip] b: up to date" in capsys.readouterr().out
+    (tmp_path / "in.txt").write_text("y")
+    again = run()
+    assert again[0] == "a" and sorted(again[1:]) == ["b", "c"] and (tmp_path / "c.txt").read_text() == "yac"
+    (tmp_path / "b.txt").unlink()
+    assert run() == [] and "[done] b: restored from DVC's run cache" in capsys.readouterr().out
+    assert (tmp_path / "b.txt").read_text() == "yab"

@@ -1,4 +1,5 @@
-"""QAD: HSIC against hand-computed values; AWP applied for the adversarial step, then removed."""
+"""QAD: HSIC against hand-computed values; AWP applied for the adversarial step, then removed,
+after its warm-up epochs; pairs drawn among all of a frame's other qualities."""
 import copy
 import math
 
@@ -72,7 +73,7 @@ def _grads_at(model, batch, shift=None):
 
 def test_awp_perturbs_for_the_adversarial_step_and_removes_it():
     lr = 0.1
-    model, batch = _model(awp_gamma=0.01, awp_warmup_steps=0), _batch()
+    model, batch = _model(awp_gamma=0.01, awp_warmup_epochs=0), _batch()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     clean = _grads_at(model, batch)
     awp_names = {n for n, p in model.named_parameters() if p.dim() > 1}
@@ -90,21 +91,58 @@ def test_awp_perturbs_for_the_adversarial_step_and_removes_it():
 
 
 def test_with_zero_learning_rate_the_weights_come_back_exactly():
-    model, batch = _model(awp_gamma=0.05, awp_warmup_steps=0), _batch()
+    model, batch = _model(awp_gamma=0.05, awp_warmup_epochs=0), _batch()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train_step(batch, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0)))
     assert all(torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())
 
 
-def test_awp_waits_for_its_warmup_steps():
+def test_awp_waits_for_its_warmup_epochs():
     lr = 0.1
-    model, batch = _model(awp_gamma=0.01, awp_warmup_steps=1), _batch()
+    model, batch = _model(awp_gamma=0.01, awp_warmup_epochs=1), _batch()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     clean = _grads_at(model, batch)
+    model.on_train_iter(4, 10, 5)  # the last iteration of the first epoch: a plain step, clean gradient
     model.train_step(batch, OptimWrapper(torch.optim.SGD(model.parameters(), lr=lr)))
-    for n, p in model.named_parameters():  # first step: a plain step with the clean gradient
+    for n, p in model.named_parameters():
         assert torch.allclose(p.detach(), before[n] - lr * clean[n], atol=1e-6, rtol=1e-5), n
-    assert int(model.steps_done) == 1 and "steps_done" in model.state_dict()
+    model.on_train_iter(5, 10, 5)  # the second epoch: adversarial, so the update differs
+    after_plain = {n: p.detach().clone() for n, p in model.named_parameters()}
+    plain = _grads_at(model, batch)
+    model.train_step(batch, OptimWrapper(torch.optim.SGD(model.parameters(), lr=lr)))
+    assert any(not torch.allclose(p.detach(), after_plain[n] - lr * plain[n], atol=1e-6)
+               for n, p in model.named_parameters() if p.dim() > 1)
+
+
+def test_pairs_are_drawn_among_all_other_qualities(tmp_path):
+    """A c23 frame with raw and c40 counterparts is paired with each, per item and epoch (seeded);
+    the pipeline hands TrainFrames every other extracted quality."""
+    import numpy as np
+    import pandas as pd
+
+    from benchmark.data import selection, store
+    from benchmark.data.frames import TrainFrames
+
+    rows = []
+    for q, quality in enumerate(("raw", "c23", "c40")):
+        members = [(store.member_name(f), np.full((4, 4, 3), 40 * q + f, np.uint8)) for f in range(6)]
+        locations = store.write_shard(tmp_path, store.shard_path(quality, "real/000"), members)
+        rows += [{"video_id": "real/000", "frame_idx": f, "label": 0, "manipulation": "real",
+                  "quality": quality, "split": "train", **loc} for f, loc in enumerate(locations)]
+    manifest = pd.DataFrame(rows)
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    pairs = selection.pair_rows(manifest, {"dataset": "ff", "quality": "c23", "split": "train"})
+    assert set(pairs.quality) == {"raw", "c40"}
+    ds = TrainFrames(manifest[manifest.quality == "c23"], tmp_path, seed=0, pair_manifest=pairs)
+    seen = set()
+    for epoch in range(4):
+        ds.epoch = epoch
+        for i in range(len(ds)):
+            level = int(ds[i]["image_pair"][0, 0, 0])
+            assert level - 40 * (level // 40) == i  # the same frame ...
+            seen.add(level // 40)                  # ... at raw (0) or c40 (2), never c23 (1)
+            assert int(ds[i]["image_pair"][0, 0, 0]) == level  # the draw is seeded by (seed, epoch, index)
+    assert seen == {0, 2}
 
 
 def test_loss_uses_the_pair_and_the_kernel_regulariser():

@@ -156,7 +156,7 @@ def test_metrics_of_another_grid_are_refused_with_the_command_that_compares_them
         rc, out, err = _cli(capsys, *args)
         assert rc == 2 and out == "" and err.count("\n") == 1, (out, err)
         assert "holds the metrics of the default params.yaml" in err and "made with profile ci" in err
-        assert "train.epochs: 6 vs 10" in err
+        assert 'grid.protocols: ["cross_quality"] vs ["cross_quality", "cross_manipulation"' in err, err
         assert "python -m benchmark check-regression profile=ci rerun=true" in err
 
 

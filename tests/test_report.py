@@ -78,7 +78,7 @@ def test_files_and_layout(report):
     assert head == ["DF", "F2F", "FS", "NT", "Avg"] * 2
     assert html.index(">uia_vit<") < html.index(">baseline<") < html.index(">dpl<")
     assert "NOT comparable to the paper" in html
-    assert (out / "tables" / "cross_quality.html").read_text().count("<section") == 2
+    assert (out / "tables" / "cross_quality.html").read_text().count("<section class=\"table\"") == 2
 
 
 def test_best_bold_second_underlined_with_ties(report):

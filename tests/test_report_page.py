@@ -1,6 +1,7 @@
 """The full page: paper tables beside measured ones, CIs, cost/significance tables, figures;
 it opens in headless Chromium without console errors and every .tex compiles with pdflatex."""
 import base64
+import sys
 import io
 import re
 import shutil
@@ -20,6 +21,7 @@ from benchmark.report.extras import cost_table
 from benchmark.report.paper import paper_table
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/_chromium.py
 PAPER = ROOT / "results" / "paper"
 PROTOCOLS = {
     "cross_quality": yaml.safe_load((ROOT / "protocols" / "cross_quality.yaml").read_text()),
@@ -106,15 +108,16 @@ def test_files(page):
         assert name in rel, name
     figs = sorted(p.name for p in (out.parent / "figures").iterdir())
     assert figs == ["ablate_bars.png", "ablate_bars.svg", "ablate_bars.txt",
-                    "cross_quality_bars.png", "cross_quality_bars.svg", "cross_quality_bars.txt",
+                    "cross_quality_dots.png", "cross_quality_dots.svg", "cross_quality_dots.txt",
                     "robust_severity_curves.png", "robust_severity_curves.svg",
-                    "robust_severity_curves.txt"]
+                    "robust_severity_curves.txt"]  # no ROC figure: no scores were given
 
 
 def test_paper_tables_beside_measured_and_never_mixed(page):
     html = (page[0] / "report.html").read_text()
-    cq = html.split('<h2 id="cross_quality">')[1].split("<h2 ")[0]
+    cq = _section(html, "cross_quality")
     measured, published = cq.split('<div class="published">')
+    measured, diff = measured.split('<div class="diff">')
     assert measured.count('data-kind="measured"') == 1 and 'data-kind="paper"' not in measured
     assert published.count('data-kind="paper"') == 2 and 'data-kind="measured"' not in published
     assert "Paper Tab. 1" in published and "Paper Tab. 2" in published
@@ -124,7 +127,26 @@ def test_paper_tables_beside_measured_and_never_mixed(page):
     assert re.findall(r"<td[^>]*>(.*?)</td>", row) == [
         "<strong>98.14</strong>", "<strong>95.16</strong>", "<u>96.63</u>",
         "<strong>87.70</strong>", "<strong>94.41</strong>"]
-    assert "Paper Tab. 5" in html.split('<h2 id="ablate">')[1]
+    assert "Paper Tab. 5" in _section(html, "ablate")
+    assert diff.count('data-kind="diff"') == 1 and "Measured minus published" in diff
+
+
+def _section(html: str, name: str) -> str:
+    return html.split(f'<section class="protocol" id="{name}">')[1].split('<section class="protocol"')[0]
+
+
+def test_difference_to_the_published_numbers():
+    """Measured minus published, cell by cell: dpl c23 DF frame 0.75 -> 75.00 vs Tab. 1's 98.14."""
+    from benchmark.report import protocol_tables
+    from benchmark.report.paper import difference_table
+    frame = protocol_tables(metrics(), "cross_quality", PROTOCOLS["cross_quality"], PROVENANCE)[0]
+    diff = difference_table(frame, PROTOCOLS["cross_quality"], PAPER)
+    row = dict(diff.rows)["dpl"]
+    assert [c.text for c in row[:5]] == ["−23.14", "−19.16", "−19.63", "−9.70", "−17.91"]  # Avg: 76.50 - 94.41
+    assert diff.kind == "diff" and diff.columns == frame.columns
+    assert all(c.text == "–" for c in dict(diff.rows)["baseline"])  # Tab. 1/2 print no baseline row
+    ablate = protocol_tables(metrics(), "ablate", PROTOCOLS["ablate"], PROVENANCE)[0]
+    assert difference_table(ablate, PROTOCOLS["ablate"], PAPER) is None  # the protocol maps no published cell
 
 
 def test_paper_table3_row_labels_and_blank_avg():
@@ -147,10 +169,10 @@ def test_every_paper_csv_parses():
 def test_ci_on_hover_and_toggle(page):
     html = (page[0] / "report.html").read_text()
     assert 'id="show-ci"' in html and "#show-ci:checked ~ main .ci" in html
-    cq = html.split('<h2 id="cross_quality">')[1].split('<div class="published">')[0]
+    cq = _section(html, "cross_quality").split('<div class="diff">')[0]
     # baseline c23 DF frame: auc 0.70, CI 0.66-0.73
     assert 'title="95 % CI 66.00–73.00"' in cq and '<span class="ci">95 % CI 66.00–73.00</span>' in cq
-    ablate = html.split('<h2 id="ablate">')[1]
+    ablate = _section(html, "ablate")
     assert "95 % CI" not in ablate.split('<div class="published">')[0]  # no bounds, no CI
 
 
@@ -209,7 +231,7 @@ def test_opens_in_headless_chromium(page, tmp_path):
     assert console == []
     dom = r.stdout
     html = report.read_text()
-    assert dom.count("<table") == html.count("<table") == 8
+    assert dom.count("<table") == html.count("<table") == 9  # 8 + the difference to Tab. 1/2
     assert dom.count("<img ") == html.count("<img ") == 4
     shot = tmp_path / "shot.png"
     r = subprocess.run(cmd + [f"--screenshot={shot}", "--window-size=1400,2400", report.as_uri()],
@@ -244,3 +266,23 @@ def test_provenance_block(page):
                    "<dt>seeds</dt><dd>0</dd>", "<dt>commit</dt><dd>abc1234</dd>",
                    "<dt>dvc.lock</dt><dd>report: -; train: 01234567</dd>"]:
         assert needle in block, needle
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
+@pytest.mark.parametrize("width", [1024, 1400, 1920])
+def test_nothing_overlaps_at_common_widths(page, tmp_path, width):
+    """Element boxes from headless Chromium: no two blocks overlap, nothing wider than the window."""
+    from _chromium import probe
+    got = probe(page[0] / "report.html", width, tmp_path)
+    assert got["n"] > 50 and got["overlaps"] == [], got["overlaps"][:5]
+    assert got["width"] <= got["viewport"]
+
+
+def test_contents_link_every_section_and_table(page):
+    html = (page[0] / "report.html").read_text()
+    toc = html.split('<nav class="toc" id="contents">')[1].split("</nav>")[0]
+    sections = re.findall(r'<section class="protocol" id="([^"]+)">', html)
+    assert sections == ["cross_quality", "robust", "ablate", "cost", "significance", "figures"]
+    assert all(f'href="#{s}"' in toc for s in sections) and 'href="#provenance"' in toc
+    for anchor in re.findall(r'<section class="table" data-kind="measured" id="([^"]+)">', html):
+        assert f'href="#{anchor}"' in toc, anchor

@@ -61,10 +61,11 @@ class TrainFrames(Dataset):
 
     Capabilities a method may ask for (``Method.requires``):
 
-    * ``pair_manifest`` (``quality_pair``): rows of the same frames at another quality; item
-      ``image_pair`` is the crop of the same ``(video_id, frame_idx)`` there, un-augmented.
-      A frame without a counterpart is paired with a JPEG copy of its own (clean) crop at a
-      quality drawn from ``PAIR_JPEG_RANGE``, seeded by (seed, epoch, index).
+    * ``pair_manifest`` (``quality_pair``): rows of the same frames at other qualities (one or
+      several); item ``image_pair`` is the crop of the same ``(video_id, frame_idx, face)`` at one of
+      them (in quality order), un-augmented, drawn per item and epoch (seeded by (seed, epoch, index)) when the
+      frame has several. A frame without a counterpart is paired with a JPEG copy of its own
+      (clean) crop at a quality drawn from ``PAIR_JPEG_RANGE``, seeded the same way.
     * ``manipulation=True`` (``manipulation_label``): item ``manipulation``, int64 in
       ``MANIPULATION_IDS``.
     """
@@ -80,10 +81,14 @@ class TrainFrames(Dataset):
         self.pair_index, self.pairs = None, None
         if pair_manifest is not None:
             pm = pair_manifest.reset_index(drop=True)
+            if "quality" in pm.columns:  # a frame's counterparts in quality order
+                pm = pm.sort_values("quality", kind="stable").reset_index(drop=True)
             self.pairs = _Locations(pm, faces_dir)
-            lookup = {k: i for i, k in enumerate(zip(pm["video_id"], pm["frame_idx"].astype(int), _faces(pm)))}
+            groups: dict = {}
+            for i, k in enumerate(zip(pm["video_id"], pm["frame_idx"].astype(int), _faces(pm))):
+                groups.setdefault(k, []).append(i)
             keys = zip(self.rows["video_id"], self.rows["frame_idx"].astype(int), _faces(self.rows))
-            self.pair_index = np.array([lookup.get(k, -1) for k in keys], np.int64)
+            self.pair_index = [np.array(groups.get(k, ()), np.int64) for k in keys]
         self.manipulation = None
         if manipulation:
             unknown = sorted(set(self.rows["manipulation"]) - set(MANIPULATION_IDS))
@@ -107,11 +112,11 @@ class TrainFrames(Dataset):
         return item
 
     def _pair(self, clean: np.ndarray, idx: int) -> np.ndarray:
-        j = int(self.pair_index[idx])
-        if j >= 0:
-            return self.pairs.read(j)
-        lo, hi = PAIR_JPEG_RANGE
+        choices = self.pair_index[idx]
         rng = np.random.default_rng([self.seed, self.epoch, idx, 1])  # 1: not the augmentation's stream
+        if len(choices):
+            return self.pairs.read(int(choices[rng.integers(len(choices))]))
+        lo, hi = PAIR_JPEG_RANGE
         return jpeg(clean, int(rng.integers(lo, hi + 1)))
 
 

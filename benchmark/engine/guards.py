@@ -46,7 +46,7 @@ class DivergenceGuard(Hook):
         if loss is not None and not math.isfinite(float(loss)):
             what = f"loss = {float(loss)}"
         else:
-            model = getattr(runner.model, "module", runner.model)  # inside engine.distributed.MethodParallel
+            model = getattr(runner.model, "module", runner.model)  # engine.distributed.MethodParallel
             bad = first_non_finite(getattr(model, "method", model))  # names as in model.pt
             what = f"{bad} is not finite" if bad else None
         if what:

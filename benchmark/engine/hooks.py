@@ -7,6 +7,8 @@
   interruption is bit-identical to an uninterrupted one. The dataset's augmentation is seeded by
   (seed, epoch, index) through the sampler (``engine.loaders``). It tells the method the epoch
   (``Method.set_epoch``).
+* ``TrainProgressHook``: tells the method, before every iteration, where training stands
+  (``Method.on_train_iter``: iteration within the stage, its total, iterations per epoch).
 * ``HistoryHook``: one row per finished epoch (1-based) in ``<work_dir>/history.json``: mean
   training loss, learning rate, seconds, and the metrics of a validation run after that epoch
   (mmengine's ``after_val_epoch``, prefixed ``val_``). Rows are keyed by epoch, so a resumed
@@ -57,6 +59,13 @@ class EpochSeedHook(Hook):
         # (engine.loaders): kept, so runs reproduce the numbers of earlier versions bit for bit.
         torch.empty((), dtype=torch.int64).random_()
         getattr(runner.model, "module", runner.model).method.set_epoch(runner.epoch)
+
+
+@HOOKS.register_module()
+class TrainProgressHook(Hook):
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        model = getattr(runner.model, "module", runner.model)  # unwrap a distributed wrapper
+        model.method.on_train_iter(runner.iter, runner.max_iters, len(runner.train_dataloader))
 
 
 @HOOKS.register_module()

@@ -5,6 +5,8 @@ A recipe is a dict with the keys ``RECIPE_KEYS``:
 
 - ``optimizer``: an mmengine ``OPTIMIZERS`` config (``{type: Adam, lr: 1e-3, weight_decay: 0}``);
 - ``param_scheduler``: a list of mmengine parameter-scheduler configs (empty = constant lr);
+  a scheduler without ``end`` ends with the stage (``end`` = the stage's epochs, so a one-cycle
+  schedule spans the whole stage whatever its length);
 - ``batch_size``, ``epochs``: of the stage (``epochs`` of a later stage is the method's own,
   see ``Method.training_stages``);
 - ``clip_grad``: mmengine's ``clip_grad`` of the optimiser wrapper (e.g. ``{max_norm: 1.0}``)
@@ -12,9 +14,14 @@ A recipe is a dict with the keys ``RECIPE_KEYS``:
 
 ``train.recipe`` chooses where a stage's recipe comes from: ``shared`` (every method trains
 with params.yaml ``train``'s keys) or ``own`` (the method's ``Method.stage_recipe(stage)``, the
-original's settings, over the shared ones for the keys it does not set). Whatever the source,
+original's settings, over the shared ones for the keys it does not set). ``train.recipe_epochs``
+chooses, under ``own``, whose epoch count a stage runs: ``shared`` (params.yaml ``train.epochs``,
+the default: the originals train 5-32 epochs of FF++, which the CPU grid cannot afford for every
+method) or ``own`` (the original's). Whatever the source,
 keys a method's own options fix for a stage (``Method.recipe_overrides(stage)``, e.g. DPL's
-``stage2_optimizer``) are applied last.
+``stage2_optimizer``) are applied last. The recipe a stage ran with, with ``source`` (``shared``
+or ``own``), is written into ``train.json`` (``engine.train``); ``describe`` is its one-line form
+for the report's provenance.
 
 ``optim_wrapper(method, recipe, amp, device)`` builds mmengine's ``OptimWrapper`` (``amp: none``)
 or its ``AmpOptimWrapper`` (``bf16``/``fp16``, params.yaml ``train.amp``: the forward runs under
@@ -45,20 +52,43 @@ def shared_recipe(cfg: dict) -> dict:
             "batch_size": int(cfg["batch_size"]), "epochs": int(cfg["epochs"]), "clip_grad": cfg.get("clip_grad")}
 
 
+def _choice(cfg: dict, key: str) -> str:
+    value = cfg.get(key, "shared")
+    if value not in SOURCES:
+        raise UserError(f"train.{key}={value!r} is unknown; choose one of: {', '.join(SOURCES)}")
+    return value
+
+
 def stage_recipe(method, stage: str, cfg: dict) -> dict:
-    """The recipe of ``method``'s training ``stage`` under params.yaml ``train`` (``cfg``)."""
-    source = cfg.get("recipe", "shared")
-    if source not in SOURCES:
-        raise UserError(f"train.recipe={source!r} is unknown; choose one of: {', '.join(SOURCES)}")
+    """The recipe of ``method``'s training ``stage`` under params.yaml ``train`` (``cfg``), plus
+    ``source``: where it came from (``shared`` or ``own``)."""
+    source, epochs_from = _choice(cfg, "recipe"), _choice(cfg, "recipe_epochs")
     recipe = shared_recipe(cfg)
-    parts = [("stage_recipe", method.stage_recipe(stage))] if source == "own" else []
-    for hook, part in parts + [("recipe_overrides", method.recipe_overrides(stage))]:
+    own = dict(method.stage_recipe(stage)) if source == "own" else {}
+    if own and epochs_from == "shared":
+        own.pop("epochs", None)
+    for hook, part in [("stage_recipe", own), ("recipe_overrides", method.recipe_overrides(stage))]:
         unknown = sorted(set(part) - set(RECIPE_KEYS))
         if unknown:
             raise UserError(f"{type(method).__name__}.{hook}({stage!r}) has unknown keys {unknown}; "
                             f"a recipe has {', '.join(RECIPE_KEYS)}")
         recipe.update(part)
+    recipe["param_scheduler"] = [{"end": int(recipe["epochs"]), **s} for s in recipe["param_scheduler"] or []]
+    recipe["source"] = source
     return recipe
+
+
+def describe(recipe: dict) -> str:
+    """One line for the report: ``own: Adam lr 0.0002, wd 0.0005, OneCycleLR, batch 64, 10 epochs``."""
+    opt = recipe.get("optimizer") or {}
+    parts = [f"{opt.get('type', '?')} lr {opt.get('lr', '?')}"]
+    if opt.get("weight_decay"):
+        parts.append(f"wd {opt['weight_decay']}")
+    parts += [s.get("type", "?") for s in recipe.get("param_scheduler") or []]
+    if recipe.get("clip_grad"):
+        parts.append(f"clip {recipe['clip_grad']}")
+    parts += [f"batch {recipe.get('batch_size', '?')}", f"{recipe.get('epochs', '?')} epochs"]
+    return f"{recipe.get('source', 'shared')}: " + ", ".join(str(p) for p in parts)
 
 
 class SyncedOptimWrapper(GradSync, OptimWrapper):

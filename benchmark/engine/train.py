@@ -231,7 +231,8 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
                                            **validate.checkpoint_cfg(val_data is not None)),
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
         custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
-                      dict(type="HistoryHook"), dict(type="ProgressHook"), DivergenceGuard(stage)],
+                      dict(type="HistoryHook"), dict(type="ProgressHook"),
+                      dict(type="TrainProgressHook"), DivergenceGuard(stage)],
         randomness=dict(seed=seed),  # determinism: engine.device.set_deterministic (train)
         launcher=str(cfg.get("launcher", "none")),
         resume=resume_from is not None,

@@ -43,12 +43,18 @@ COLUMNS = ["method", "backbone", "setting", "input_size", "params_m", "gflops", 
 OUT = Path("results/cost.csv")
 
 
+def _root(params: dict, name: str) -> str:
+    """The registered class of a ``methods`` entry: its own name, or ``registered`` when the caller
+    passes a resolved variant (``{registered: dpl, **options}``)."""
+    return (params["methods"].get(name) or {}).get("registered", name)
+
+
 def settings(params: dict, name: str) -> list[tuple[str, dict, int]]:
     """[(setting, constructor kwargs, input size)] of one method."""
-    cls = registry.get(registry.METHODS, name)
+    cls = registry.get(registry.METHODS, _root(params, name))
     if name not in params["methods"]:
         raise UserError(f"method {name!r} has no entry under `methods:` in params.yaml; add one with its options")
-    default = dict(params["methods"][name] or {})
+    default = {k: v for k, v in (params["methods"][name] or {}).items() if k != "registered"}
     wanted = params.get("cost", {}).get("settings", ["default", "paper"])
     rows = [("default", default, int(params["extract"]["size"]))]
     paper, size = getattr(cls, "paper_setting", None), getattr(cls, "paper_input_size", None)
@@ -103,14 +109,14 @@ def images_per_s(model, batch: dict, iters: int) -> float:
 def measure(params: dict, name: str, setting: str, kwargs: dict, size: int, device="cpu") -> dict:
     cfg = params.get("cost", {})
     n, iters = int(cfg.get("batch_size", 2)), int(cfg.get("iters", 2))
-    model = build(name, kwargs).to(device)
+    model = build(_root(params, name), kwargs).to(device)
     batch = {key: v.to(device) for key, v in dummy_batch(model, n, size, int(params["indicators"]["k"])).items()}
     return {
         "method": name, "backbone": kwargs.get("backbone", ""), "setting": setting, "input_size": size,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops": count_gflops(model, batch),
         "images_per_s": images_per_s(model, batch, iters),
-        "train_peak_mb": train_peak_mb(name, kwargs, size, n, int(params["indicators"]["k"]), str(device)),
+        "train_peak_mb": train_peak_mb(_root(params, name), kwargs, size, n, int(params["indicators"]["k"]), str(device)),
         "device": describe(device),
     }
 

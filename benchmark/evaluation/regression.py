@@ -69,7 +69,7 @@ def make_reference(metrics_df: pd.DataFrame, params: dict, profile: str | None =
         "profile": profile,
         "params_hash": made_with["params_hash"],
         "params": made_with["params"],
-        "grid": {k: list(v) for k, v in params["grid"].items()},
+        "grid": {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in params["grid"].items()},
         "commit": commit,
         "rows": [{**{k: r[k] for k in KEYS},
                   "auc": None if pd.isna(r["auc"]) else round(float(r["auc"]), 6)}
@@ -244,10 +244,11 @@ def read_metrics(path) -> pd.DataFrame:
     return df
 
 
-def check_regression(params: dict, profile: str | None = None) -> Verdict:
-    """Compare results/metrics.csv with the reference params ``regression`` names."""
+def check_regression(params: dict, metrics_csv="results/metrics.csv") -> Verdict:
+    """Compare ``metrics_csv`` (the workspace's, or an override run's copy, with its params record
+    beside it) with the reference params ``regression`` names."""
     cfg = params["regression"]
-    return check("results/metrics.csv", cfg["reference"], cfg["tolerance"], params)
+    return check(metrics_csv, cfg["reference"], cfg["tolerance"], params)
 
 
 def check_comparable(params: dict, profile: str | None = None) -> None:
@@ -257,11 +258,12 @@ def check_comparable(params: dict, profile: str | None = None) -> None:
             load_reference(ref_path), ref_path, params)
 
 
-def update_reference(params: dict, profile: str | None = None, commit: str | None = None) -> Path:
+def update_reference(params: dict, profile: str | None = None, commit: str | None = None,
+                     metrics_csv="results/metrics.csv") -> Path:
     """Deliberately rewrite the reference from the grid's metrics on disk, which must have been
     made with the current params (they are what the reference records)."""
     from benchmark import io
-    metrics_csv = Path("results/metrics.csv")
+    metrics_csv = Path(metrics_csv)
     if not metrics_csv.is_file():
         raise UserError(f"{metrics_csv} not found; run update-reference with rerun=true")
     made_with = load_record(metrics_csv.with_name(comparable.RECORD.name))

@@ -1,185 +1,267 @@
-"""The pipeline as a graph: where each stage's outputs live, which stages it reads
-(``upstream``), and the key that says whether its outputs are current (``stage_key``).
+"""The one declaration of the pipeline's stages.
 
-Pure functions of params.yaml and the protocol files; ``benchmark.pipeline`` runs the stages.
-Train set ids are ``<dataset>_<quality>[_<manipulation>...]``; a methods entry may be a
-variant of another (``base:``, ``resolve_method``).
+``stages(params)`` lists every stage of the grid that params.yaml declares (``grid.protocols``
+× their methods × train sets, the datasets and distortions they read, the analyses, the
+figures, the cost table and the report): its verb and arguments (= its command,
+``python -m benchmark <verb> k=v …``), the params keys it reads, the files it reads and writes.
+``dvc.yaml`` is rendered from this list (``pipeline.dvcfile``; a test keeps the committed
+file equal to it), so ``dvc repro``, ``python -m benchmark run`` (which asks DVC what is stale,
+``pipeline.executor``) and ``jobs`` (waves for a cluster) see the same DAG.
+
+Code dependencies are computed from imports (``pipeline.code``): a stage depends on the
+modules its verb computes with and, for a method's stages, on the method's own file and the
+helpers it imports. Paths may hold DVC templates: ``${item.seed}`` (seeded stages are a DVC
+``matrix`` over ``grid.seeds``), ``${grid.seeds[0]}``, ``${datasets.<id>.root}``;
+``pipeline.dag`` fills them in per seed and derives the DAG. Variants (``base:``) whose base is trained for the same
+train set get ``reuse=<base>`` (``pipeline.stages.train``: identical options, or a first
+stage of the base's training, reuse the base's model instead of training).
 """
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from benchmark import config, registry
-from benchmark.pipeline import stamps
-from benchmark.errors import UserError
+from benchmark import config
+from benchmark.pipeline import code, specs
 
-
-def faces_dir(dataset: str) -> Path:
-    return Path("data/faces") / dataset
-
-
-def distorted_name(dataset: str, distortion: str, severity: int) -> str:
-    """The faces folder of ``dataset``'s crops under a whole-frame distortion (robustness)."""
-    return f"{dataset}@{distortion}{int(severity)}"
-
-
-def test_sets(proto: dict) -> list[dict]:
-    """The protocol's test sets, each with ``faces``, the faces folder it reads. A protocol
-    with ``distortions: {codes: [...], severities: [...]}`` gets every test set under every
-    code × severity (faces ``<dataset>@<code><severity>``, scores labelled perturbation = code,
-    severity = severity)."""
-    base = [{**t, "faces": t["dataset"]} for t in proto["test_sets"]]
-    dist = proto.get("distortions")
-    if not dist:
-        return base
-    return [{**t, "faces": distorted_name(t["dataset"], c, s), "perturbation": str(c), "severity": int(s)}
-            for t in base for c in dist["codes"] for s in dist["severities"]]
-
-
-def indicators_json(dataset: str) -> Path:
-    return Path("data/indicators") / f"{dataset}.json"
+SEED = "${item.seed}"
+FIRST_SEED = "${grid.seeds[0]}"
+# what each verb computes with (its import closure is the stage's code dependency)
+VERB_MODULES = {
+    "synthesize": ("benchmark.data.synthff",),
+    "extract": ("benchmark.data.extract",),
+    "indicators": ("benchmark.indicators",),
+    "distort": ("benchmark.data.distorted_crops",),
+    "train": ("benchmark.engine", "benchmark.data.frames", "benchmark.data.jpeg", "benchmark.data.selection",
+              "benchmark.indicators"),
+    "evaluate": ("benchmark.engine.checkpoint", "benchmark.evaluation.score", "benchmark.evaluation.conditions",
+                 "benchmark.evaluation.indicator_cache", "benchmark.engine.device", "benchmark.data.selection",
+                 "benchmark.indicators", "benchmark.io"),
+    "analyze": ("benchmark.report.analysis", "benchmark.engine.checkpoint", "benchmark.data.selection",
+                "benchmark.indicators"),
+    "plots": ("benchmark.report.model_plots", "benchmark.engine.checkpoint", "benchmark.data.selection",
+              "benchmark.indicators"),
+    "cost": ("benchmark.evaluation.cost",),
+    "metrics": ("benchmark.evaluation.metrics", "benchmark.evaluation.compare", "benchmark.report.series"),
+    "report": ("benchmark.evaluation.compare", "benchmark.evaluation.comparable", "benchmark.report"),
+}
+VERB_FILES = {"report": ("benchmark/report/templates",)}  # non-Python code a verb reads
+PLOT_FILES = [f"results/plots/{n}.{e}" for n in ("tsne", "gradcam") for e in ("png", "svg", "txt")]
 
 
-def model_dir(train_set: str, method: str, seed: int) -> Path:
-    return Path("models") / train_set / method / f"seed{seed}"
+@dataclass(frozen=True)
+class Out:
+    path: str
+    cache: bool = True
+    persist: bool = False
+    metric: bool = False
 
 
-def scores_path(protocol: str, method: str, train_set: str, seed: int) -> Path:
-    return Path("results/scores") / protocol / method / f"{train_set}_seed{seed}.parquet"
+@dataclass
+class Stage:
+    verb: str
+    args: dict                       # verb arguments; a seeded stage's "seed" is SEED
+    deps: list[str]
+    params: list[str]
+    outs: list[Out]
+    key: str = ""                    # the name's suffix (defaults to the argument values)
+    seeded: bool = False
+    meta: dict = field(default_factory=dict)  # what the graph knows beyond DVC (protocol, method)
+
+    @property
+    def name(self) -> str:
+        return "-".join([self.verb, *([self.key] if self.key else [])])
+
+    @property
+    def cmd(self) -> str:
+        return " ".join(["python -m benchmark", self.verb, *(f"{k}={v}" for k, v in self.args.items())])
 
 
-def train_set_id(spec: dict) -> str:
-    """``<dataset>_<quality>``, plus ``_<M>`` per manipulation when the set keeps only those
-    fakes (with all reals): ``ff_c23``, ``ff_c23_DF``."""
-    return "_".join([spec["dataset"], spec["quality"], *spec.get("manipulations", ())])
+def code_deps(verb: str, methods=()) -> list[str]:
+    mods = VERB_MODULES[verb] + tuple(sorted({code.method_module(m) for m in methods}))
+    return code.compact(code.closure(mods)) + list(VERB_FILES.get(verb, ()))
 
 
-def parse_train_set(name: str, params: dict) -> dict:
-    """``ff_c23`` -> {dataset: ff, quality: c23, split: train}; ``ff_c23_DF`` adds
-    manipulations [DF] (train on the reals and the DF fakes only)."""
-    from benchmark.data.layout import QUALITIES
-    parts = str(name).split("_")
-    at = next((i for i, p in enumerate(parts) if p in QUALITIES and i > 0), None)
-    dataset = "_".join(parts[:at]) if at else ""
-    if at is None or dataset not in params["datasets"] or not all(parts[at + 1:]):
-        valid = [f"{d}_{q}" for d in params["datasets"] for q in QUALITIES]
-        raise UserError(f"unknown train_set {name!r}; choose one of: {', '.join(valid)}, "
-                        f"optionally followed by _<manipulation> codes (e.g. ff_c23_DF)")
-    spec = {"dataset": dataset, "quality": parts[at], "split": "train"}
-    if parts[at + 1:]:
-        spec["manipulations"] = parts[at + 1:]
-    return spec
+def method_params(params: dict, method: str) -> list[str]:
+    return [f"methods.{m}" for m in specs.base_chain(params, method)]
 
 
-def protocol_train_sets(proto: dict) -> list[str]:
-    """The train set ids a protocol trains on: ``train_sets`` (ids, or dicts with ``name``)
-    or the single ``train_set`` mapping {dataset, quality[, manipulations]}."""
-    if "train_sets" in proto:
-        entries = proto["train_sets"]
-        ids = [e["name"] if isinstance(e, dict) else e for e in entries or []] if isinstance(entries, list) else []
-        if not ids or not all(isinstance(i, str) for i in ids):
-            raise UserError(f"protocol {proto.get('name')!r}: train_sets must be a list of train set ids "
-                            f"(e.g. ff_c23_DF) or of mappings with a name")
-        return ids
-    if not isinstance(proto.get("train_set"), dict):
-        raise UserError(f"protocol {proto.get('name')!r} needs train_set {{dataset, quality}} or train_sets [ids]")
-    return [train_set_id(proto["train_set"])]
+# ---------------------------------------------------------------- the stages
+def data_stages(params: dict, datasets: set[str]) -> list[Stage]:
+    out = []
+    for ds in sorted(datasets, key=lambda d: (d != "ff", d)):
+        cfg = specs.dataset_cfg(params, ds, check_root=False)
+        root = f"${{datasets.{ds}.root}}"
+        module = code.registered("DATASETS").get(cfg["name"])
+        extra = tuple([module] if module else [])
+        if specs.is_synthetic(params, ds):
+            out.append(Stage("synthesize", {"dataset": ds}, code.compact(code.closure(VERB_MODULES["synthesize"] + extra)),
+                             ["synthff", f"datasets.{ds}"], [Out(root)], key=ds))
+        faces = str(specs.faces_dir(ds))
+        out.append(Stage("extract", {"dataset": ds}, [root, *code.compact(code.closure(VERB_MODULES["extract"] + extra))],
+                         ["extract", f"datasets.{ds}"], [Out(faces)], key=ds))
+        edges = cfg.get("indicator_edges")
+        out.append(Stage("indicators", {"dataset": ds},
+                         [faces, *([str(specs.indicators_json(edges))] if edges else []), *code_deps("indicators")],
+                         ["indicators", f"datasets.{ds}"],
+                         [Out(str(specs.indicators_json(ds))), Out(f"data/indicators/{ds}.parquet")], key=ds))
+    return out
 
 
-def upstream(stage: str, params: dict, **a) -> list[tuple[str, dict]]:
-    """The stages whose outputs ``stage`` reads."""
-    if stage == "extract":
-        return [("synthesize", {"dataset": a["dataset"]})] if dataset_class(params, a["dataset"]).synthetic else []
-    if stage == "indicators":
-        edges = dataset_cfg(params, a["dataset"], check_root=False).get("indicator_edges")
-        return [("extract", {"dataset": a["dataset"]})] + ([("indicators", {"dataset": edges})] if edges else [])
-    if stage == "distort":
-        return [("extract", {"dataset": a["dataset"]})]
-    if stage == "train":
-        return [("indicators", {"dataset": parse_train_set(a["train_set"], params)["dataset"]})]
-    if stage == "evaluate":
-        proto = config.load_protocol(a["protocol"])
-        trains = [("train", {"method": a["method"], "train_set": ts, "seed": a["seed"]}) for ts in protocol_train_sets(proto)]
-        distorted = [("distort", {"dataset": t["dataset"], "distortion": t["perturbation"], "severity": t["severity"]})
-                     for t in test_sets(proto) if "perturbation" in t]
-        return [*trains, *(("indicators", {"dataset": d}) for d in sorted({t["dataset"] for t in proto["test_sets"]})),
-                *distorted]
-    return []
+def distort_stages(params: dict, wanted: set[tuple[str, str, int]]) -> list[Stage]:
+    out = []
+    for ds, c, s in sorted(wanted):
+        module = code.registered("DATASETS").get(specs.dataset_cfg(params, ds, check_root=False)["name"])
+        out.append(Stage("distort", {"dataset": ds, "distortion": c, "severity": s},
+                         [f"${{datasets.{ds}.root}}", str(specs.faces_dir(ds)),
+                          *code.compact(code.closure(VERB_MODULES["distort"] + ((module,) if module else ())))],
+                         ["distort"], [Out(str(specs.faces_dir(specs.distorted_name(ds, c, s))))],
+                         key=f"{ds}-{c}{s}"))
+    return out
 
 
-def stage_key(stage: str, params: dict, **a) -> str:
-    up = [stage_key(s, params, **b) for s, b in upstream(stage, params, **a)]
-    if stage == "evaluate":  # the protocol file is an input too
-        up.append((Path("protocols") / f"{a['protocol']}.yaml").read_text())
-    if "method" in a:  # a variant is fingerprinted by its resolved options and its root's code
-        root, opts = resolve_method(params, a["method"])
-        params = {**params, "methods": {**params["methods"], a["method"]: {"registered": root, **opts}}}
-        return stamps.fingerprint(stage, params, up, code_args={"method": root}, **a)
-    return stamps.fingerprint(stage, params, up, **a)
+def train_stage(params: dict, method: str, train_set: str, reuse: str | None = None) -> Stage:
+    ds = specs.parse_train_set(train_set, params)["dataset"]
+    args = {"method": method, "train_set": train_set, "seed": SEED, **({"reuse": reuse} if reuse else {})}
+    deps = [str(specs.faces_dir(ds)), str(specs.indicators_json(ds))]
+    deps += [str(specs.model_dir(train_set, reuse, SEED))] if reuse else []
+    return Stage("train", args, deps + code_deps("train", [specs.resolve_method(params, method)[0]]),
+                 ["train", *method_params(params, method)],
+                 [Out(str(specs.model_dir(train_set, method, SEED)))],
+                 key=f"{method}-{train_set}", seeded=True, meta={"method": method, "train_set": train_set})
 
 
-def outputs(stage: str, params: dict, **a) -> list[Path]:
-    if stage == "synthesize":
-        return [Path(params["datasets"][a["dataset"]]["root"])]
-    if stage == "extract":
-        return [faces_dir(a["dataset"]) / "manifest.parquet"]
-    if stage == "indicators":
-        return [indicators_json(a["dataset"])]
-    if stage == "distort":
-        return [faces_dir(distorted_name(a["dataset"], a["distortion"], a["severity"])) / "manifest.parquet"]
-    if stage == "train":
-        return [model_dir(a["train_set"], a["method"], a["seed"]) / "model.pt"]
-    proto = config.load_protocol(a["protocol"])
-    return [scores_path(a["protocol"], a["method"], ts, a["seed"]) for ts in protocol_train_sets(proto)]
+def evaluate_stage(params: dict, protocol: str, method: str, proto: dict | None = None) -> Stage:
+    proto = proto or config.load_protocol(protocol)
+    trains = specs.protocol_train_sets(proto)
+    tests = specs.test_sets(proto)
+    deps = [str(specs.model_dir(ts, method, SEED)) for ts in trains] + [f"protocols/{protocol}.yaml"]
+    deps += sorted({str(specs.faces_dir(t["faces"])) for t in tests})
+    deps += sorted({str(specs.indicators_json(t["dataset"])) for t in tests})
+    return Stage("evaluate", {"protocol": protocol, "method": method, "seed": SEED},
+                 deps + code_deps("evaluate", [specs.resolve_method(params, method)[0]]),
+                 ["evaluate", "indicators", *method_params(params, method)],
+                 [Out(str(specs.scores_path(protocol, method, ts, SEED))) for ts in trains],
+                 key=f"{protocol}-{method}", seeded=True, meta={"protocol": protocol, "method": method})
 
 
-def in_order(todo, params):
-    for stage, args in todo:
-        yield from in_order(upstream(stage, params, **args), params)
-        yield stage, args
+def stages(params: dict) -> list[Stage]:
+    """Every stage of the grid, upstream stages first."""
+    grid = params["grid"]
+    protos = {p: config.load_protocol(p) for p in grid["protocols"]}
+    rows = {p: specs.protocol_methods(pr) or list(grid["methods"]) for p, pr in protos.items()}
+    trained, datasets, distorted = {}, set(), set()
+    for p, proto in protos.items():
+        for ts in specs.protocol_train_sets(proto):
+            datasets.add(specs.parse_train_set(ts, params)["dataset"])
+            for m in rows[p]:
+                trained.setdefault((m, ts), None)
+        for t in specs.test_sets(proto):
+            datasets.add(t["dataset"])
+            if "perturbation" in t:
+                distorted.add((t["dataset"], t["perturbation"], t["severity"]))
+    for ds in list(datasets):
+        edges = specs.dataset_cfg(params, ds, check_root=False).get("indicator_edges")
+        datasets |= {edges} if edges else set()
+    out = data_stages(params, datasets) + distort_stages(params, distorted)
+    for m, ts in trained:
+        base = (params["methods"][m] or {}).get("base")
+        out.append(train_stage(params, m, ts, reuse=base if (base, ts) in trained else None))
+    sources = score_sources(protos, rows)
+    for p in protos:
+        for m in rows[p]:
+            if sources[(p, m)] == p:
+                out.append(evaluate_stage(params, p, m, protos[p]))
+                out[-1].meta["protocols"] = [q for q in protos if sources.get((q, m)) == p]
+    out += analyze_stages(params, protos, rows)
+    out += [metrics_stage(p, {m: sources[(p, m)] for m in rows[p]}) for p in protos]
+    out += [plots_stage(params), cost_stage(params), report_stage(params, out)]
+    return out
 
 
-def protocol_methods(proto: dict) -> list[str]:
-    """The methods entries a protocol lists under ``methods:`` (names or {name, label}), else []."""
-    return [str(m["name"] if isinstance(m, dict) else m) for m in proto.get("methods") or []]
+def evaluation_key(proto: dict) -> str:
+    """What a protocol's scores depend on besides the model: its train sets, test sets (not their
+    labels), conditions and frames per video. Two protocols with one key score a model alike."""
+    import json
+    tests = sorted([str(t.get(k)) for k in ("name", "dataset", "quality", "split")] for t in proto["test_sets"])
+    return json.dumps([specs.protocol_train_sets(proto), tests, proto.get("distortions"), proto.get("conditions"),
+                       proto.get("frames_per_video")], sort_keys=True)
 
 
-def resolve_method(params: dict, name: str) -> tuple[str, dict]:
-    """(registered name, options) of the ``methods.<name>`` entry. An entry with ``base: <other
-    entry>`` inherits that entry's options (recursively; its own keys win) and its class."""
-    entries, chain, opts, cur = params["methods"], [], {}, name
-    while True:
-        if cur not in entries:
-            if cur == name:
-                registry.get(registry.METHODS, name)  # an unknown name lists the registered ones
-                raise UserError(f"method {name!r} has no entry under `methods:` in params.yaml; add one with its options")
-            raise UserError(f"methods.{chain[-1]}.base={cur!r} names no entry under `methods:` in params.yaml")
-        if cur in chain:
-            raise UserError(f"methods.{name}: the `base:` chain {' -> '.join(chain + [cur])} is a cycle")
-        chain.append(cur)
-        entry = dict(entries[cur] or {})
-        base = entry.pop("base", None)
-        opts = {**entry, **opts}
-        if base is None:
-            registry.get(registry.METHODS, cur)
-            return cur, opts
-        cur = str(base)
+def score_sources(protos: dict, rows: dict) -> dict[tuple[str, str], str]:
+    """{(protocol, method): the protocol whose evaluate stage scores it}: the first grid protocol
+    with the same ``evaluation_key`` that lists the method (an ablation's DPL row reads the
+    cross-quality scores of the same model on the same test sets)."""
+    keys, out = {p: evaluation_key(pr) for p, pr in protos.items()}, {}
+    for p in protos:
+        for m in rows[p]:
+            out[(p, m)] = next(q for q in protos if keys[q] == keys[p] and m in rows[q])
+    return out
 
 
-def method_variants(params: dict) -> dict[str, str]:
-    """{variant entry: its registered root} for every ``methods`` entry with a ``base``."""
-    return {n: resolve_method(params, n)[0] for n, e in params["methods"].items() if (e or {}).get("base")}
+def metrics_stage(protocol: str, sources: dict[str, str]) -> Stage:
+    """One protocol's metrics, significance tests, DVC headline AUCs and curves (``reporting``),
+    from the scores of each of its methods (``sources``: {method: protocol that scored it})."""
+    out = specs.metrics_paths(protocol)
+    scores = [str(specs.scores_path(src, m, "x", 0).parent) for m, src in sources.items()]
+    return Stage("metrics", {"protocol": protocol},
+                 [*scores, f"protocols/{protocol}.yaml", *code_deps("metrics")],
+                 ["metrics", "grid.methods", "grid.seeds"],
+                 [Out(str(out["csv"])), Out(str(out["significance"])), Out(str(out["curves"])),
+                  Out(str(out["json"]), cache=False, metric=True)], key=protocol, meta={"protocol": protocol})
 
 
-def dataset_class(params: dict, dataset: str):
-    """The registered class of the dataset that ``datasets.<dataset>`` names."""
-    return registry.get(registry.DATASETS, dataset_cfg(params, dataset, check_root=False)["name"])
+def analyze_stages(params: dict, protos: dict, rows: dict) -> list[Stage]:
+    """An ``analyze`` stage per ``grid.methods`` entry whose class says its outputs carry
+    ``step_logits``, on the first grid protocol that lists it (the grid's first seed)."""
+    out, seen = [], set()
+    for p, proto in protos.items():
+        for m in rows[p]:
+            root = specs.resolve_method(params, m)[0]
+            if m in seen or m not in params["grid"]["methods"] or \
+                    "step_logits" not in code.class_attr("METHODS", root, "outputs", frozenset()):
+                continue
+            seen.add(m)
+            tests = specs.test_sets({**proto, "distortions": None})
+            deps = [str(specs.model_dir(specs.protocol_train_sets(proto)[0], m, FIRST_SEED)), f"protocols/{p}.yaml"]
+            deps += sorted({str(specs.faces_dir(t["dataset"])) for t in tests})
+            deps += sorted({str(specs.indicators_json(t["dataset"])) for t in tests})
+            out.append(Stage("analyze", {"method": m, "protocol": p, "seed": FIRST_SEED},
+                             deps + code_deps("analyze", [root]), ["evaluate", *method_params(params, m)],
+                             [Out(str(specs.analysis_dir(m)))], key=m, meta={"method": m, "protocol": p}))
+    return out
 
 
-def dataset_cfg(params: dict, dataset: str, check_root: bool = True) -> dict:
-    if dataset not in params["datasets"]:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of: {', '.join(params['datasets'])}")
-    cfg = params["datasets"][dataset]
-    if check_root and not Path(cfg["root"]).exists():
-        raise UserError(f"dataset root {cfg['root']} does not exist; set datasets.{dataset}.root in params.yaml")
-    return cfg
+def plots_stage(params: dict) -> Stage:
+    cfg, methods = params["plots"], list(params["grid"]["methods"])
+    ds = specs.parse_train_set(cfg["train_set"], params)["dataset"]
+    deps = [str(specs.model_dir(cfg["train_set"], m, FIRST_SEED)) for m in methods]
+    deps += [str(specs.faces_dir(ds)), str(specs.indicators_json(ds))]
+    roots = [specs.resolve_method(params, m)[0] for m in methods]
+    return Stage("plots", {}, deps + code_deps("plots", roots),
+                 ["plots", "grid.methods", "grid.seeds", *sorted({k for m in methods for k in method_params(params, m)})],
+                 [Out(p) for p in PLOT_FILES])
+
+
+def cost_stage(params: dict) -> Stage:
+    methods = list(params["grid"]["methods"])
+    roots = [specs.resolve_method(params, m)[0] for m in methods]
+    return Stage("cost", {}, code_deps("cost", roots),
+                 ["cost", "grid.methods", "extract.size", *sorted({k for m in methods for k in method_params(params, m)})],
+                 [Out("results/cost.csv")])
+
+
+def report_stage(params: dict, upstream: list[Stage]) -> Stage:
+    histories = [f"{o.path}/history.csv" for s in upstream if s.verb == "train" for o in s.outs]
+    made = [o.path for s in upstream if s.verb == "metrics" for o in s.outs if not o.metric]
+    scores = sorted({d for s in upstream if s.verb == "metrics" for d in s.deps if d.startswith("results/scores/")})
+    deps = [*made, *scores, *(["results/analysis"] if any(s.verb == "analyze" for s in upstream) else []),
+            *PLOT_FILES, "results/cost.csv", "results/paper", "protocols",
+            *sorted({h.replace(SEED, FIRST_SEED) for h in histories}), *code_deps("report")]
+    outs = [Out(p) for p in ("results/report.html", "results/tables", "results/figures", str(specs.MODEL_CURVES),
+                             "results/metrics.csv", "results/metrics.json", "results/significance.csv",
+                             "results/metrics_seeds.csv", "results/metrics_params.json")]
+    # the params record (evaluation.comparable) hashes every section that decides an AUC
+    from benchmark.evaluation.comparable import IGNORED
+    decided = sorted(k for k in params if k not in (*IGNORED, "methods", "grid"))
+    methods = sorted({k for m in params["grid"]["methods"] for k in method_params(params, m)})
+    return Stage("report", {}, deps, ["report", "grid", *decided, *methods], outs)

@@ -1,5 +1,6 @@
 """Reading what a stage's inputs are: a missing, truncated or foreign file is one UserError
-naming it and the command that writes it again (``benchmark.io.read_table``/``read_json``)."""
+naming it and the command that writes it again (``benchmark.io.read_table``/``read_json``);
+which rows a stage keeps is ``benchmark.data.selection``'s."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import io
-from benchmark.errors import UserError
-from benchmark.pipeline.graph import faces_dir, indicators_json
+from benchmark.data import selection
+from benchmark.pipeline.specs import faces_dir, indicators_json
 
 SCORE_COLUMNS = ["protocol", "method", "seed", "train_set", "test_set", "quality", "video_id", "frame_idx",
                  "label", "manipulation", "perturbation", "severity", "score"]
@@ -35,24 +36,14 @@ def read_manifest(faces: str) -> pd.DataFrame:
     return io.read_table(faces_dir(faces) / "manifest.parquet", faces_stage(faces), MANIFEST_NEEDS)
 
 
-def manifest(dataset: str, quality: str, split: str) -> pd.DataFrame:
-    path = faces_dir(dataset) / "manifest.parquet"
-    m = read_manifest(dataset)
-    rows = m[(m["quality"] == quality) & (m["split"] == split)]
-    if rows.empty:
-        raise UserError(f"{path} has no {quality} {split} frames; check extract.qualities in params.yaml")
-    return rows
+def manifest(faces: str, quality: str, split: str) -> pd.DataFrame:
+    """The rows of ``data/faces/<faces>/manifest.parquet`` at ``quality`` in ``split``."""
+    return selection.split_rows(read_manifest(faces), quality, split, str(faces_dir(faces) / "manifest.parquet"))
 
 
 def pair_manifest(spec: dict) -> pd.DataFrame | None:
-    """Capability quality_pair: the train frames at c40, else raw (None: neither extracted;
-    TrainFrames then pairs each frame with a JPEG copy of itself)."""
-    m = read_manifest(spec["dataset"])
-    for quality in ("c40", "raw"):
-        rows = m[(m["quality"] == quality) & (m["split"] == spec["split"])]
-        if quality != spec["quality"] and not rows.empty:
-            return rows
-    return None
+    """Capability quality_pair (``selection.pair_rows``) of a train set's dataset."""
+    return selection.pair_rows(read_manifest(spec["dataset"]), spec)
 
 
 def indicator(params: dict, dataset: str, device=None):

@@ -16,13 +16,14 @@ import yaml
 
 from benchmark import io
 from benchmark.data.layout import partial_note
-from benchmark.pipeline import graph
+from benchmark.engine import optim
+from benchmark.pipeline import specs
 
 MARK = "†"
 
 
 def _train_record(ts: str, method: str, seed: int) -> dict:
-    rec = graph.model_dir(ts, method, seed) / "train.json"
+    rec = specs.model_dir(ts, method, seed) / "train.json"
     rerun = f"`python -m benchmark train method={method} train_set={ts} seed={seed}`"
     return io.read_json(rec, rerun) if rec.is_file() else {}
 
@@ -51,7 +52,7 @@ def flagged(methods: list[str], seeds: list[int], train_sets: list[str], scores=
 
 def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list[str], scores=None) -> dict:
     ff = params["datasets"]["ff"]
-    ind_file = graph.indicators_json("ff")
+    ind_file = specs.indicators_json("ff")
     ind = io.read_json(ind_file, "`python -m benchmark indicators dataset=ff`") if ind_file.is_file() else {}
     per_method = {}
     for m in methods:
@@ -62,13 +63,16 @@ def collect(params: dict, methods: list[str], seeds: list[int], train_sets: list
             if rec:
                 info.update(rec.get("provenance", {}))
                 info["trained_on"] = rec.get("compute")
+                if rec.get("recipe"):  # per stage, as the engine ran it (engine.optim)
+                    info["recipe"] = "; ".join(f"{stage} {optim.describe(r)}" if len(rec["recipe"]) > 1
+                                               else optim.describe(r) for stage, r in rec["recipe"].items())
                 break
         info["evaluated_on"] = _scores_compute(m)
         per_method[m] = info
     flag_notes, marks = flagged(methods, seeds, train_sets, scores)
     return {
         "title": params["report"]["title"],
-        "dataset": {"name": ff["name"], "synthetic": graph.dataset_class(params, "ff").synthetic, "root": ff["root"],
+        "dataset": {"name": ff["name"], "synthetic": specs.dataset_class(params, "ff").synthetic, "root": ff["root"],
                     "face_detector": ff.get("face_detector"), "faces": ff.get("faces", "track")},
         "methods": per_method,
         "indicator": {"backend": ind.get("backend", "?"), "model": ind.get("model"), "weights": ind.get("weights"),
@@ -110,7 +114,7 @@ def partial_notes(params: dict) -> list[str]:
     """One line per dataset whose extraction ran on an incomplete tree (allow_partial)."""
     notes = []
     for name in params["datasets"]:
-        path = graph.faces_dir(name) / "extract_report.json"
+        path = specs.faces_dir(name) / "extract_report.json"
         hint = f"`python -m benchmark extract dataset={name}`"
         partial = io.read_json(path, hint).get("partial") if path.is_file() else None
         if partial:

@@ -1,56 +1,29 @@
-"""The stages of DESIGN §3 as library functions, and ``run``, which chains them.
+"""The stages of DESIGN §3 as library functions.
 
-Each DVC stage calls one CLI verb, which calls one function here. Each stage
-function stamps its outputs with a key of everything it read (``pipeline.stamps``),
-so ``run`` skips a stage whose outputs are current, whoever made them. Where
-outputs live and what each stage reads is ``pipeline.graph``.
+Each DVC stage (``pipeline.graph`` declares them; ``dvc.yaml`` is rendered from it) calls one
+CLI verb, which calls one function here. What is up to date is DVC's business
+(``pipeline.executor``); a function here always does its work.
 """
 from __future__ import annotations
 
-import functools
+import json
+import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from benchmark import config, io, registry
+from benchmark.data.selection import frames_subset, train_rows
 from benchmark.errors import UserError
-from benchmark.pipeline import stamps
 from benchmark.pipeline import inputs
-from benchmark.pipeline.graph import (dataset_cfg, dataset_class, distorted_name, faces_dir, in_order,
-                                      indicators_json, model_dir, outputs, parse_train_set, protocol_methods,
-                                      protocol_train_sets, resolve_method, scores_path, stage_key, test_sets,
-                                      train_set_id)
+from benchmark.pipeline.specs import (analysis_dir, dataset_cfg, dataset_class, distorted_name, faces_dir,
+                                      indicators_json, model_dir, parse_train_set, protocol_train_sets,
+                                      resolve_method, scores_path, test_sets)
+
+WORK = Path(".benchmark/work")  # where a training runs (and resumes) until it has finished
 
 
-def train_rows(spec: dict, rows: pd.DataFrame, name: str = "") -> pd.DataFrame:
-    """The manifest rows a train set keeps: all, or the reals and the fakes of its manipulations."""
-    if not spec.get("manipulations"):
-        return rows
-    rows = rows[(rows["label"] == 0) | rows["manipulation"].isin(spec["manipulations"])]
-    if rows["label"].nunique() < 2:
-        raise UserError(f"train set {name or train_set_id(spec)}: no {'/'.join(spec['manipulations'])} fakes "
-                        f"next to reals in {faces_dir(spec['dataset'])}/manifest.parquet; check the manipulation codes")
-    return rows
-
-
-
-
-def _stamped(fn):
-    """Stamp the stage's outputs with its key once it has finished (rank 0 of a data-parallel
-    training writes it; the other processes write nothing)."""
-    @functools.wraps(fn)
-    def stage(params: dict, **a):
-        import torch.distributed as dist
-        out = fn(params, **a)
-        if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
-            stamps.write(fn.__name__, a, stage_key(fn.__name__, params, **a))
-        return out
-    return stage
-
-
-# ---------------------------------------------------------------- stages
-@_stamped
 def synthesize(params: dict, *, dataset: str = "ff") -> Path:
     """Generate a synthetic dataset: params ``synthff`` updated by ``datasets.<dataset>.synthff``
     (the stand-ins' seed, sizes, appearance) and its ``manipulations``."""
@@ -65,7 +38,6 @@ def synthesize(params: dict, *, dataset: str = "ff") -> Path:
     return root
 
 
-@_stamped
 def extract(params: dict, *, dataset: str) -> Path:
     from benchmark.data import extract as ex
     out = faces_dir(dataset)
@@ -73,7 +45,6 @@ def extract(params: dict, *, dataset: str) -> Path:
     return out / "manifest.parquet"
 
 
-@_stamped
 def indicators(params: dict, *, dataset: str) -> Path:
     from benchmark import indicators as ind
     cfg = dataset_cfg(params, dataset)
@@ -86,7 +57,6 @@ def indicators(params: dict, *, dataset: str) -> Path:
     return indicators_json(dataset)
 
 
-@_stamped
 def distort(params: dict, *, dataset: str, distortion: str, severity: int) -> Path:
     from benchmark.data.distorted_crops import distort_faces
     cfg = params["distort"]
@@ -97,14 +67,19 @@ def distort(params: dict, *, dataset: str, distortion: str, severity: int) -> Pa
     return out / "manifest.parquet"
 
 
-@_stamped
-def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
+def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | None = None) -> Path:
+    """Train ``method`` on ``train_set``; with ``reuse=<entry>`` (a variant's base trained in the
+    same pipeline) take that entry's model instead when the options are the same, or that
+    entry's checkpoint at the end of the stage ``Method.reused_stage`` names."""
     import torch
 
     from benchmark import engine
-    from benchmark.data.jpeg import RandomJPEG
     from benchmark.data.frames import TrainFrames
+    from benchmark.data.jpeg import RandomJPEG
     from benchmark.data.views import compose
+    out = model_dir(train_set, method, seed)
+    if reuse and _reuse(params, method, reuse, train_set, seed, out):
+        return out / "model.pt"
     spec = parse_train_set(train_set, params)
     rows = train_rows(spec, inputs.manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
     torch.manual_seed(seed)
@@ -116,11 +91,13 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
                        manipulation="manipulation_label" in model.requires)
     device = engine.distributed.init(params.get("launcher", "none"), params.get("device", "auto"))
     indicator = inputs.indicator(params, spec["dataset"], device)
-    out = model_dir(train_set, method, seed)
-    summary = engine.train(model, compose(data, cfg.get("views", "single")), out, cfg, seed, levels=indicator.levels,
+    work = WORK / "__".join(out.parts)  # resumable across kills; DVC empties `out` before a stage runs
+    summary = engine.train(model, compose(data, cfg.get("views", "single")), work, cfg, seed, levels=indicator.levels,
                            fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed),
                            device=params.get("device", "auto"), launcher=params.get("launcher", "none"),
                            val_data=_val_frames(spec, cfg.get("val"), seed, train_set))
+    if engine.distributed.is_main():
+        _publish(work, out)
     if "diverged" in summary:
         d = summary["diverged"]
         print(f"warning: training of {method} (seed {seed}, {train_set}) diverged at stage {d['stage']}, epoch "
@@ -129,9 +106,61 @@ def train(params: dict, *, method: str, train_set: str, seed: int) -> Path:
     return out / "model.pt"
 
 
-@_stamped
-def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
+def _publish(work: Path, out: Path) -> None:
+    """Move a finished training into its output: model.pt, train.json, history.csv and the last
+    checkpoint of every stage but the final one (a variant may reuse it: ``_reuse``)."""
+    from benchmark.engine import stage_dirs
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    names = list(json.loads((work / "train.json").read_text()).get("recipe") or ["train"])
+    for name in ("model.pt", "train.json", "history.csv"):
+        (work / name).replace(out / name)
+    for name, d in list(zip(names, stage_dirs(work, names)))[:-1]:
+        last = max(d.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+        (out / name).mkdir()
+        last.replace(out / name / last.name)
+    shutil.rmtree(work)
+
+
+def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out: Path) -> bool:
+    """Write ``method``'s model from ``base``'s when that is what training it would give."""
     from benchmark import engine
+    root, opts = resolve_method(params, method)
+    base_root, base_opts = resolve_method(params, base)
+    src = model_dir(train_set, base, seed)
+    stage = None if (root, opts) == (base_root, base_opts) else (
+        registry.get(registry.METHODS, root).reused_stage(opts, base_opts) if root == base_root else None)
+    if (root, opts) != (base_root, base_opts) and stage is None:
+        return False
+    if not (src / "model.pt").is_file():
+        raise UserError(f"{src}/model.pt not found; train {base} first (python -m benchmark train method={base} "
+                        f"train_set={train_set} seed={seed})")
+    record = json.loads((src / "train.json").read_text())
+    history = pd.read_csv(src / "history.csv")
+    if stage is None:
+        state = io.load_tensors(src / "model.pt")
+    else:
+        ckpts = sorted((src / stage).glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+        if not ckpts:
+            raise UserError(f"no checkpoint of stage {stage} under {src / stage}; retrain {base}")
+        model = build_method(params, method)
+        full = engine.method_state(ckpts[-1])
+        state = {k: full[k] for k in model.state_dict()}
+        model.load_state_dict(state)
+        history = history[history["stage"].astype(str) == stage]
+        record = {**record, "provenance": model.provenance(), "recipe": {stage: record.get("recipe", {}).get(stage)}}
+    if out.exists():
+        shutil.rmtree(out)
+    io.save_tensors(out / "model.pt", state)
+    io.write_csv(out / "history.csv", history)
+    io.write_json(out / "train.json", {**record, "reused_from": str(src), "reused_stage": stage or "final",
+                                       "fingerprint": stage_key("train", params, method=method, train_set=train_set,
+                                                                seed=seed, reuse=base)})
+    return True
+
+
+def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
     from benchmark.evaluation import score as ev
     from benchmark.evaluation.indicator_cache import IndicatorCache
     proto = config.load_protocol(protocol)
@@ -162,111 +191,74 @@ def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Pat
     return paths
 
 
-def cost(params: dict) -> Path:
-    """results/cost.csv: parameters, GFLOPs, CPU images/s, peak training memory (benchmark/evaluation/cost.py)."""
-    from benchmark.evaluation import cost as cost_
-    return cost_.write_cost_table(params)
-
-
-def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
-    """Metrics and tables of the grid's protocols and methods (plus any named here),
-    so scores left on disk by a method since removed from the grid never show up."""
-    from benchmark.evaluation import comparable, compare, metrics
-    from benchmark.pipeline import provenance
-    from benchmark.report import render_report
-    protocols = {*params["grid"]["protocols"], *protocols}
-    methods = {*params["grid"]["methods"], *methods}
-    files = sorted(f for f in Path("results/scores").glob("*/*/*.parquet")
-                   if f.parent.parent.name in protocols and f.parent.name in methods)
-    if not files:
-        raise UserError("no scores under results/scores for the grid; run `python -m benchmark run protocol=...` or dvc repro first")
-    scores = pd.concat([io.read_table(f, inputs.scores_stage(f), inputs.SCORE_COLUMNS) for f in files], ignore_index=True)
-    mcfg = params["metrics"]
-    table = metrics.compute_metrics(scores, n_boot=mcfg["bootstrap"], boot_seed=mcfg["seed"])
-    io.write_csv("results/metrics.csv", table)
-    io.write_csv("results/significance.csv", compare.significance(scores, mcfg["reference_method"],
-                                                                    mcfg["bootstrap"], mcfg["seed"]))
-    io.write_csv("results/metrics_seeds.csv", compare.seed_summary(table))
-    io.write_json("results/metrics.json", metrics.metrics_json(table))
-    io.write_json(comparable.RECORD, comparable.record(params))  # which params made these metrics
-    protos = {p: config.load_protocol(p) for p in sorted(table["protocol"].unique())}
-    prov = provenance.collect(params, sorted(table["method"].unique(), key=_method_order(params)),
-                              sorted(int(s) for s in table["seed"].unique()), sorted(table["train_set"].unique()),
-                              scores)
-    paths = render_report(table, prov, protos, Path("results"), **params["report"]["inputs"])
-    return [Path("results/metrics.csv"), Path("results/metrics.json"), Path("results/significance.csv"),
-            Path("results/metrics_seeds.csv"), comparable.RECORD, *paths]
-
-
-def plots(params: dict) -> list[Path]:
-    """t-SNE and Grad-CAM figures of the grid's trained models (params ``plots``) in results/plots."""
-    from benchmark import engine
-    from benchmark.report import model_plots
-    cfg, seed = params["plots"], params["grid"]["seeds"][0]
-    spec = parse_train_set(cfg["train_set"], params)
-    models = {m: _trained(params, m, cfg["train_set"], seed) for m in params["grid"]["methods"]}
-    device = _device(params)
-    figs = model_plots.make(models, inputs.manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
-                            inputs.indicator(params, spec["dataset"], device), cfg, Path("results/plots"), device)
-    return [p for f in figs for p in (f.png, f.png.with_suffix(".svg"), f.png.with_suffix(".txt"))]
-
-
-def run(params: dict, protocol: str, methods: list[str] | None = None) -> list[Path]:
-    """Everything ``protocol`` needs, skipping each stage whose outputs are current."""
-    methods = methods or protocol_methods(config.load_protocol(protocol))
-    todo = [("evaluate", {"protocol": protocol, "method": m, "seed": s})
-            for m in methods or params["grid"]["methods"] for s in params["grid"]["seeds"]]
-    done: set[str] = set()
-    for stage, args in in_order(todo, params):
-        if stamps.name(stage, args) in done:
-            continue
-        done.add(stamps.name(stage, args))
-        if stamps.is_current(stage, args, stage_key(stage, params, **args), outputs(stage, params, **args)):
-            print(f"[skip] {stamps.name(stage, args)}: up to date")
-        else:
-            print(f"[run]  {stamps.name(stage, args)}")
-            STAGE_FUNCTIONS[stage](params, **args)
-    return report(params, [protocol], methods or [])
-
-
 def analyze(params: dict, *, method: str, seed: int = 0, protocol: str = "cross_quality") -> list[Path]:
     """Per-step AUC, FSM positions and indicator-level histograms of ``method`` trained on the
-    protocol's train set (``benchmark.report.analysis``)."""
-
+    protocol's train set (``benchmark.report.analysis``), into ``results/analysis/<method>/``."""
     import matplotlib
     matplotlib.use("Agg")
-    from benchmark import engine
     from benchmark.report import analysis
     proto = config.load_protocol(protocol)
     train_set = protocol_train_sets(proto)[0]
     model = _trained(params, method, train_set, seed)
     device = _device(params)
     indicators = {d: inputs.indicator(params, d, device) for d in sorted({t["dataset"] for t in proto["test_sets"]})}
-    tests = [(t["name"], inputs.manifest(t["dataset"], t["quality"], t["split"]), faces_dir(t["dataset"]),
-              indicators[t["dataset"]]) for t in proto["test_sets"]]
+    tests = [(t["name"], frames_subset(inputs.manifest(t["dataset"], t["quality"], t["split"]),
+                                       proto.get("frames_per_video")), faces_dir(t["dataset"]), indicators[t["dataset"]])
+             for t in proto["test_sets"]]
     tables = {}
     for ds in indicators:
         table = Path("data/indicators") / f"{ds}.parquet"
         if table.is_file():
             hint = f"`python -m benchmark indicators dataset={ds}`"
             tables[ds] = (io.read_table(table, hint), io.read_json(indicators_json(ds), hint).get("spearman") or {})
-    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"], device)
+    out = analysis_dir(method)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)  # a DVC output even for a model without per-step outputs
+    return analysis.write_analysis(method, model, tests, tables, params["evaluate"]["batch_size"], device, out_dir=out)
 
 
-def run_grid(params: dict) -> None:
-    """Every protocol of ``grid.protocols`` for every grid method and seed (up-to-date stages
-    are skipped), then one report of them all. Single-threaded, so a reference and a later
-    check compute the same floats whatever the machine's core count (and a shared machine's
-    OpenMP spin-waits do not slow it down many times over)."""
-    import torch
-    torch.set_num_threads(1)
-    for protocol in params["grid"]["protocols"]:
-        run(params, protocol)
+def cost(params: dict) -> Path:
+    """results/cost.csv: parameters, GFLOPs, CPU images/s, peak training memory (benchmark/evaluation/cost.py)
+    of every grid method, a variant with its resolved options."""
+    from benchmark.evaluation import cost as cost_
+    resolved = {m: dict(zip(("registered", "options"), resolve_method(params, m))) for m in params["grid"]["methods"]}
+    flat = {**params, "methods": {m: {"registered": r["registered"], **r["options"]} for m, r in resolved.items()}}
+    return cost_.write_cost_table(flat)
+
+
+def plots(params: dict) -> list[Path]:
+    """t-SNE and Grad-CAM figures of the grid's trained models (params ``plots``) in results/plots."""
+    from benchmark.report import model_plots
+    cfg = params["plots"]
+    spec = parse_train_set(cfg["train_set"], params)
+    models = {m: _trained(params, m, cfg["train_set"], params["grid"]["seeds"][0]) for m in params["grid"]["methods"]}
+    device = _device(params)
+    figs = model_plots.make(models, inputs.manifest(spec["dataset"], cfg["quality"], "test"), faces_dir(spec["dataset"]),
+                            inputs.indicator(params, spec["dataset"], device), cfg, Path("results/plots"), device)
+    return [p for f in figs for p in (f.png, f.png.with_suffix(".svg"), f.png.with_suffix(".txt"))]
+
+
+def metrics(params: dict, *, protocol: str) -> list[Path]:
+    """One protocol's metrics (results/metrics/<P>.csv), significance tests, DVC headline AUCs
+    (results/metrics/<P>.json) and curves, of the grid's methods and seeds only."""
+    from benchmark.pipeline import reporting
+    return reporting.protocol_metrics(params, protocol)
+
+
+def report(params: dict, protocols: list[str] = (), methods: list[str] = ()) -> list[Path]:
+    """Every protocol's metrics in one page, the tables, figures and DVC plot series, of the
+    grid's protocols and methods (plus any named here)."""
+    from benchmark.pipeline import reporting
+    return reporting.write(params, protocols, methods)
 
 
 # ---------------------------------------------------------------- helpers
-STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators,
-                   "distort": distort, "train": train, "evaluate": evaluate}
+def stage_key(verb: str, params: dict, **args) -> str:
+    """The fingerprint of a stage run with these arguments: its params values, code and the keys
+    of the stages it reads (the engine resumes only a training with the same key)."""
+    from benchmark.pipeline import fingerprint
+    return fingerprint.stage_key(verb, params, **args)
 
 
 def build_method(params: dict, name: str):
@@ -292,26 +284,12 @@ def _val_frames(spec: dict, val: dict | None, seed: int, name: str):
     return TrainFrames(frames_subset(rows, val.get("frames_per_video")), faces_dir(spec["dataset"]), seed=seed)
 
 
-def frames_subset(rows: pd.DataFrame, k: int | None) -> pd.DataFrame:
-    """At most ``k`` of each video's extracted frames, spread evenly (a protocol's
-    ``frames_per_video``; None keeps all)."""
-    if not k:
-        return rows
-    from benchmark.data.extract import sample_indices
-    rows = rows.sort_values(["quality", "video_id", "frame_idx"], kind="mergesort")
-    pos = rows.groupby(["quality", "video_id"], sort=False).cumcount().to_numpy()
-    size = rows.groupby(["quality", "video_id"], sort=False)["frame_idx"].transform("size").to_numpy()
-    keep = [p in sample_indices(n, int(k)) for p, n in zip(pos, size)]
-    return rows[keep]
-
-
 def _device(params: dict):
     """params.yaml ``device`` as a torch device (benchmark.engine.device)."""
     from benchmark.engine.device import resolve
     return resolve(params.get("device", "auto"))
 
 
-def _method_order(params: dict):
-    order = {m: i for i, m in enumerate(params["grid"]["methods"])}
-    return lambda m: (order.get(m, len(order)), m)
-
+STAGE_FUNCTIONS = {"synthesize": synthesize, "extract": extract, "indicators": indicators, "distort": distort,
+                   "train": train, "evaluate": evaluate, "analyze": analyze, "metrics": metrics, "cost": cost,
+                   "plots": plots, "report": report}

@@ -128,17 +128,21 @@ def level_counts(indicator_rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _save_plot(fig, name: str, caption: str) -> list[Path]:
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    paths = [PLOTS / f"{name}.png", PLOTS / f"{name}.svg"]
+def _save_plot(fig, name: str, caption: str, plot_dir: Path = PLOTS) -> list[Path]:
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    paths = [plot_dir / f"{name}.png", plot_dir / f"{name}.svg"]
     for p in paths:
         with io.atomic_path(p) as tmp:
-            fig.savefig(tmp, format=p.suffix[1:], dpi=120, bbox_inches="tight")
-    io.write_text(PLOTS / f"{name}.txt", caption.strip() + "\n")
-    return paths + [PLOTS / f"{name}.txt"]
+            fig.savefig(tmp, format=p.suffix[1:], dpi=120, bbox_inches="tight", metadata=_META[p.suffix])
+    io.write_text(plot_dir / f"{name}.txt", caption.strip() + "\n")
+    return paths + [plot_dir / f"{name}.txt"]
 
 
-def plot_step_auc(table: pd.DataFrame, method: str) -> list[Path]:
+_META = {".png": {"Software": None}, ".svg": {"Date": None, "Creator": None}}  # same bytes on a rerun
+
+
+def plot_step_auc(table: pd.DataFrame, method: str, plot_dir: Path = PLOTS) -> list[Path]:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for test_set, g in table.groupby("test_set", sort=False):
@@ -152,12 +156,12 @@ def plot_step_auc(table: pd.DataFrame, method: str) -> list[Path]:
                "only the samples whose last effective step is at least t. If progressive learning progresses, "
                "the curves rise with t. Highest all-sample AUC: " + "; ".join(
                    f"{r.test_set} at t={int(r.step)} ({100 * r.auc_all:.2f})" for r in best.itertuples()) + ".")
-    paths = _save_plot(fig, f"{method}_step_auc", caption)
+    paths = _save_plot(fig, f"{method}_step_auc", caption, plot_dir)
     plt.close(fig)
     return paths
 
 
-def plot_positions(counts: pd.DataFrame, method: str, n_positions: int | None) -> list[Path]:
+def plot_positions(counts: pd.DataFrame, method: str, n_positions: int | None, plot_dir: Path = PLOTS) -> list[Path]:
     import matplotlib.pyplot as plt
     steps = sorted(counts["step"].unique())
     fig, axes = plt.subplots(1, max(len(steps), 1), figsize=(2.4 * max(len(steps), 1), 2.6), sharey=True, squeeze=False)
@@ -171,12 +175,12 @@ def plot_positions(counts: pd.DataFrame, method: str, n_positions: int | None) -
                "(counting only samples for which l_t shaped a feature a branch read). Distinct starts per "
                "step: " + ", ".join(f"l_{t}: {n}" for t, n in spread.items()) + ". A learned Phi that "
                "collapses shows one bar per step; the stage-I randomizer shows one shared draw per step.")
-    paths = _save_plot(fig, f"{method}_positions", caption)
+    paths = _save_plot(fig, f"{method}_positions", caption, plot_dir)
     plt.close(fig)
     return paths
 
 
-def plot_level_auc(table: pd.DataFrame, method: str) -> list[Path]:
+def plot_level_auc(table: pd.DataFrame, method: str, plot_dir: Path = PLOTS) -> list[Path]:
     import matplotlib.pyplot as plt
     sets = list(table["test_set"].unique())
     fig, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 3.0), squeeze=False)
@@ -201,12 +205,12 @@ def plot_level_auc(table: pd.DataFrame, method: str) -> list[Path]:
                    f"{t} {100 * mean_within[t]:.1f} vs {100 * table[table['test_set'] == t]['pooled_auc'].iloc[0]:.1f}"
                    for t in mean_within.index) + ". A pooled AUC far above the cells' means the classes are "
                "told apart by their indicator levels (the number of steps), not within a level.")
-    paths = _save_plot(fig, f"{method}_level_auc", caption)
+    paths = _save_plot(fig, f"{method}_level_auc", caption, plot_dir)
     plt.close(fig)
     return paths
 
 
-def plot_logit_by_steps(table: pd.DataFrame, method: str) -> list[Path]:
+def plot_logit_by_steps(table: pd.DataFrame, method: str, plot_dir: Path = PLOTS) -> list[Path]:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for (test_set, label), g in table.groupby(["test_set", "label"], sort=False):
@@ -220,12 +224,12 @@ def plot_logit_by_steps(table: pd.DataFrame, method: str) -> list[Path]:
                "(dashed), clean test crops. Spread of the reals' mean logit over the step counts: " + "; ".join(
                    f"{t} {v:.2f}" for t, v in spread.items()) + ". Reals should sit low whatever their step "
                "count; a real's logit that rises with its steps is the step count acting as a feature.")
-    paths = _save_plot(fig, f"{method}_real_logit", caption)
+    paths = _save_plot(fig, f"{method}_real_logit", caption, plot_dir)
     plt.close(fig)
     return paths
 
 
-def plot_levels(counts: pd.DataFrame, truth: dict, name: str = "indicator_levels") -> list[Path]:
+def plot_levels(counts: pd.DataFrame, truth: dict, name: str = "indicator_levels", plot_dir: Path = PLOTS) -> list[Path]:
     import matplotlib.pyplot as plt
     import seaborn as sns
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -244,17 +248,19 @@ def plot_levels(counts: pd.DataFrame, truth: dict, name: str = "indicator_levels
                f"indicators stage): VQI vs true CRF {fmt('vqi_vs_crf')} (expected negative), FII vs "
                f"true manipulation strength on fakes {fmt('fii_vs_strength_fakes')} (expected "
                f"positive), FII vs CRF {fmt('fii_vs_crf')}.")
-    paths = _save_plot(fig, name, caption)
+    paths = _save_plot(fig, name, caption, plot_dir)
     plt.close(fig)
     return paths
 
 
 def write_analysis(method_name: str, model, tests: list[tuple[str, pd.DataFrame, Path, object]],
                    indicator_tables: dict[str, tuple[pd.DataFrame, dict]], batch_size: int,
-                   device="cpu") -> list[Path]:
+                   device="cpu", out_dir: Path | None = None) -> list[Path]:
     """The analysis CSVs and plots of a trained ``model`` (run on ``device``) over ``tests``
     [(test set name, manifest rows, faces dir, indicator)], plus the level histograms of
-    ``indicator_tables`` {dataset: (indicators parquet frame, spearman dict)}."""
+    ``indicator_tables`` {dataset: (indicators parquet frame, spearman dict)}; CSVs and plots all
+    in ``out_dir`` when given (the pipeline's ``results/analysis/<method>/``), else ANALYSIS and PLOTS."""
+    csv_dir, plot_dir = (Path(out_dir), Path(out_dir)) if out_dir is not None else (ANALYSIS, PLOTS)
     written, frames = [], []
     for name, rows, faces_dir, indicator in tests:
         df = step_outputs(model, rows, faces_dir, indicator, batch_size, device)
@@ -264,16 +270,16 @@ def write_analysis(method_name: str, model, tests: list[tuple[str, pd.DataFrame,
         for kind, table_fn, plot in (("step_auc", step_auc, plot_step_auc), ("level_auc", level_cell_auc, plot_level_auc),
                                      ("real_logit", logit_by_steps, plot_logit_by_steps)):
             table = pd.concat([table_fn(f).assign(test_set=f["test_set"].iloc[0]) for f in frames], ignore_index=True)
-            io.write_csv(ANALYSIS / f"{method_name}_{kind}.csv", table)
-            written += [ANALYSIS / f"{method_name}_{kind}.csv", *plot(table, method_name)]
+            io.write_csv(csv_dir / f"{method_name}_{kind}.csv", table)
+            written += [csv_dir / f"{method_name}_{kind}.csv", *plot(table, method_name, plot_dir)]
         counts = position_counts(pd.concat(frames, ignore_index=True))
         if not counts.empty:
-            io.write_csv(ANALYSIS / f"{method_name}_positions.csv", counts)
-            written += [ANALYSIS / f"{method_name}_positions.csv",
-                        *plot_positions(counts, method_name, getattr(model, "channels", None))]
+            io.write_csv(csv_dir / f"{method_name}_positions.csv", counts)
+            written += [csv_dir / f"{method_name}_positions.csv",
+                        *plot_positions(counts, method_name, getattr(model, "channels", None), plot_dir)]
     for ds, (table, truth) in sorted(indicator_tables.items()):
         levels = level_counts(table)
         name = "indicator_levels" if ds == "ff" else f"indicator_levels_{ds}"
-        io.write_csv(ANALYSIS / f"{name}.csv", levels)
-        written += [ANALYSIS / f"{name}.csv", *plot_levels(levels, truth, name)]
+        io.write_csv(csv_dir / f"{name}.csv", levels)
+        written += [csv_dir / f"{name}.csv", *plot_levels(levels, truth, name, plot_dir)]
     return written

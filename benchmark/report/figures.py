@@ -5,7 +5,10 @@ A protocol asks for figures in its YAML (data, never its name):
     figures:
       - {kind: severity_curves}   # Fig. 7: AUC vs severity, one panel per perturbation,
                                   #   one line per method (subset ``all``, mean over seeds)
+      - {kind: dots}              # its table as dots: a panel per column group, the columns
+                                  #   on x, a dot per row (method) with its 95 % CI whiskers
       - {kind: bars}              # its measured table as grouped bars (ablations)
+      - {kind: roc, test_set: T}  # ROC curves on test set T (from ``benchmark.report.series``)
 
 Optional keys: ``level`` (default: the protocol's first level), ``subset`` (default ``all``,
 severity curves only). Each figure is written as ``<out>/<protocol>_<kind>.png`` and ``.svg``
@@ -26,7 +29,7 @@ from benchmark.errors import UserError
 from benchmark.io import atomic_path
 from benchmark.evaluation.metrics import LEVELS
 
-KINDS = ("severity_curves", "bars")
+KINDS = ("severity_curves", "bars", "dots", "roc")
 
 
 @dataclass
@@ -127,8 +130,62 @@ def table_bars(table, out_dir: Path) -> Figure | None:
     return save(fig, out_dir, f"{table.protocol}_bars", caption)
 
 
+def table_dots(table, out_dir: Path) -> Figure | None:
+    """A measured table as dots with CI whiskers: one panel per column group, its columns on x
+    (Avg left out), one dot per row, rows side by side within a column; legend below."""
+    import re
+    groups = table.groups or [("", len(table.columns))]
+    keep = [j for j, c in enumerate(table.columns) if c != "Avg"]
+    if not table.rows or not keep:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(4.0, 3.4 * len(groups)), 3.0), sharey=True, squeeze=False)
+    start, n = 0, len(table.rows)
+    for ax, (g, span) in zip(axes[0], groups):
+        cols = [j for j in keep if start <= j < start + span]
+        for i, (label, cells) in enumerate(table.rows):
+            x = np.arange(len(cols)) + (i - (n - 1) / 2) * (0.8 / max(n, 1))
+            y = np.array([cells[j].value if cells[j].value is not None else np.nan for j in cols])
+            ci = [re.findall(r"([0-9.]+)–([0-9.]+)", cells[j].ci) for j in cols]
+            lo = np.array([float(c[0][0]) if c else np.nan for c in ci])
+            hi = np.array([float(c[0][1]) if c else np.nan for c in ci])
+            err = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])
+            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt="o", ms=4, capsize=2, lw=1,
+                        color=f"C{i % 10}", label=label)
+        ax.set_xticks(np.arange(len(cols)), [table.columns[j] for j in cols])
+        ax.set_title(g or table.title.split(":")[0], fontsize=9)
+        ax.axhline(50, color="0.6", lw=0.8, ls=":")
+        ax.grid(axis="y", alpha=.3)
+        start += span
+    axes[0][0].set_ylabel(f"{table.level} AUC (%)")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=min(n, 5), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, -0.02 - 0.045 * ((n - 1) // 5)))
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * ((n - 1) // 5), 1, 1))
+    caption = (f"{table.title}: a dot per {table.row_title.lower()} and column with its 95 % bootstrap CI "
+               "(whiskers, where measured), Avg left out; the dotted line is chance.")
+    return save(fig, out_dir, f"{table.protocol}_dots", caption)
+
+
+def roc_figure(frames: dict, protocol: str, test_set: str, labels: dict, out_dir: Path) -> Figure | None:
+    """{method: (fpr, tpr) frame} (``benchmark.report.series.roc_frame``) as one line per method."""
+    if not frames:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    order = [m for m in labels if m in frames] + sorted(set(frames) - set(labels))
+    for i, m in enumerate(order):
+        ax.plot(frames[m]["fpr"], frames[m]["tpr"], lw=1.2, color=f"C{i % 10}", label=labels.get(m, m))
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    caption = (f"{protocol}: frame-level ROC curves on test set {test_set}, every test condition and seed pooled "
+               "(so not the mean-over-conditions AUC of the table), one line per method; dotted: chance.")
+    return save(fig, out_dir, f"{protocol}_roc", caption)
+
+
 def protocol_figures(metrics: pd.DataFrame, name: str, protocol: dict, tables: list,
-                     method_labels: dict, out_dir: Path) -> list[Figure]:
+                     method_labels: dict, out_dir: Path, rocs: dict | None = None) -> list[Figure]:
     out = []
     for spec in protocol.get("figures") or []:
         kind = (spec or {}).get("kind")
@@ -138,6 +195,12 @@ def protocol_figures(metrics: pd.DataFrame, name: str, protocol: dict, tables: l
         if kind == "severity_curves":
             fig = severity_curves(metrics, name, level, str(spec.get("subset", "all")),
                                   method_labels, out_dir)
+        elif kind == "roc":
+            test_set = str(spec.get("test_set") or protocol["test_sets"][0]["name"])
+            fig = roc_figure((rocs or {}).get((name, test_set), {}), name, test_set, method_labels, out_dir)
+        elif kind == "dots":
+            mine = [t for t in tables if t.level == level] or tables
+            fig = table_dots(mine[0], out_dir) if mine else None
         else:
             mine = [t for t in tables if t.level == level] or tables
             fig = table_bars(mine[0], out_dir) if mine else None

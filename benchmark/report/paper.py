@@ -7,6 +7,12 @@ the first column is a key, ``label`` the paper's row label, other text columns j
 label, numeric columns are AUC % as printed. Best/second marks are recomputed per column with
 ``tables.mark_column`` (the same rule as the measured tables). The description lines become the
 caption, so the reader always sees these are published numbers.
+
+``difference_table(measured, protocol, paper_dir) -> Table | None``: the measured table minus
+the published numbers, cell by cell, where the protocol maps them (``table.paper``: a list of
+``{table: N, group: <column-group value>}``; a row's published key is its ``methods:`` entry's
+``paper`` key, else the row's own value, e.g. the method name; a column is matched by its value,
+``DF`` … ``Avg`` or a test set name). Cells without a published number stay empty.
 """
 from __future__ import annotations
 
@@ -65,3 +71,51 @@ def paper_tables(numbers, paper_dir: Path = PAPER_DIR) -> list[Table]:
         if path.is_file():
             out.append(paper_table(int(n), path))
     return out
+
+
+def _published(spec: list, paper_dir: Path) -> dict[tuple[str, str, str], float]:
+    """{(group, row key, column): published AUC %} from the protocol's ``table.paper`` list."""
+    out = {}
+    for entry in spec or []:
+        path = Path(paper_dir) / f"table{int(entry['table'])}.csv"
+        if not path.is_file():
+            continue
+        _, df = read_paper_csv(path)
+        key = df.columns[0]
+        for r in df.to_dict("records"):
+            for c, v in r.items():
+                if c not in (key, "label") and v not in ("", None):
+                    try:
+                        out[(str(entry.get("group", "")), str(r[key]), str(c))] = float(v)
+                    except ValueError:
+                        pass  # a text column (e.g. Tab. 3's `train`)
+    return out
+
+
+def difference_table(measured: Table, protocol: dict, paper_dir: Path = PAPER_DIR) -> Table | None:
+    spec = (protocol.get("table") or {}).get("paper")
+    published = _published(spec, paper_dir)
+    if not published or not measured.row_keys:
+        return None
+    keys = {str(m["name"]): str(m.get("paper", m["name"])) for m in protocol.get("methods") or [] if isinstance(m, dict)}
+    rows, found = [], False
+    for (label, cells), row in zip(measured.rows, measured.row_keys):
+        out = []
+        for cell, (group, col) in zip(cells, measured.col_keys):
+            ref = published.get((group, keys.get(row, row), col), published.get(("", keys.get(row, row), col)))
+            if ref is None or cell.value is None:
+                out.append(Cell(None, "–"))
+            else:
+                d = round(cell.value - ref, 2)
+                out.append(Cell(d, f"{d:+.2f}".replace("-", "−")))
+                found = True
+        rows.append((label, out))
+    if not found:
+        return None
+    tabs = ", ".join(str(e["table"]) for e in spec)
+    return Table(protocol=measured.protocol, level=measured.level, kind="diff",
+                 title=f"Measured minus published (AUC points), paper Tab. {tabs}",
+                 caption=f"{measured.title} minus the paper's numbers; not comparable while the data are synthetic",
+                 row_title=measured.row_title, groups=measured.groups, columns=measured.columns, rows=rows,
+                 split=measured.split, provenance=[f"{NOTICE} (the published side)"],
+                 row_keys=measured.row_keys, col_keys=measured.col_keys)

@@ -9,7 +9,8 @@ The provenance dict (all keys optional; missing ones are reported as "unknown", 
       "methods": {                                  # table row order = this order
         "baseline": {"backbone": "convnext_atto", "weights": "random init", "label": "Baseline",
                      "trained_on": {"device": "cpu", "amp": "none", "world_size": 1, ...},  # train.json
-                     "evaluated_on": {"device": "cpu", "amp": "none"}},  # the scores' metadata
+                     "evaluated_on": {"device": "cpu", "amp": "none"},  # the scores' metadata
+                     "recipe": "shared: Adam lr 0.001, batch 32, 10 epochs"},   # recipe optional
         "dpl": {"backbone": "convnext_atto", "weights": "random init", "label": "DPL",
                 "setting": "reading release"},   # optional: the method's own one-line setting
       },
@@ -62,7 +63,8 @@ def method_text(name: str, info: dict | None) -> str:
     weights = ("weights unknown" if "weights" not in info
                else "random init" if is_random_init(info) else info["weights"])
     setting = f"; {info['setting']}" if info.get("setting") else ""
-    return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights}{setting})"
+    recipe = f"; recipe {info['recipe']}" if info.get("recipe") else ""
+    return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights}{setting}{recipe})"
 
 
 def _compute(c: dict | None) -> str:

@@ -17,7 +17,7 @@ _TEX_CHARS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "<": r"\textless{}", ">": r"\textgreater{}", "–": "--", "—": "---", "×": r"$\times$",
-    "·": ";",
+    "·": ";", "±": r"$\pm$", "Δ": r"$\Delta$", "−": "$-$",
 }
 _TEX_RE = re.compile("|".join(re.escape(c) for c in _TEX_CHARS))
 

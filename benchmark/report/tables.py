@@ -50,6 +50,7 @@ class Cell:
     text: str
     mark: str | None = None  # "best" | "second" | None
     ci: str = ""  # "95 % CI 81.20–88.40" when the metrics have auc_ci_low/high, else ""
+    sd: str = ""  # "± 1.02": standard deviation over seeds (×100), when more than one seed
 
 
 @dataclass
@@ -68,7 +69,9 @@ class Table:
     train_sets: list[str] = field(default_factory=list)
     split: str = ""  # e.g. "perturbation = CS" when the table is one of several
     provenance: list[str] = field(default_factory=list)  # filled by benchmark.report
-    kind: str = "measured"  # "measured" | "paper" (published numbers) | "extra" (cost, tests)
+    kind: str = "measured"  # "measured" | "paper" (published numbers) | "extra" (cost, tests) | "diff"
+    row_keys: list[str] = field(default_factory=list)  # the rows' values (method, train set, ...)
+    col_keys: list[tuple[str, str]] = field(default_factory=list)  # (group value, column value); "Avg"
 
     @property
     def anchor(self) -> str:
@@ -124,11 +127,11 @@ def axis(dim: str, present, protocol: dict, provenance: dict) -> list[tuple[str,
     return [(v, v) for v in sorted(present, key=subset_rank if dim == "subset" else None)]
 
 
-def _fmt(v, ci: str = "") -> Cell:
+def _fmt(v, ci: str = "", sd=None) -> Cell:
     if v is None or pd.isna(v):
         return Cell(None, "–")
     shown = float(f"{100.0 * float(v):.2f}")
-    return Cell(shown, f"{shown:.2f}", ci=ci)
+    return Cell(shown, f"{shown:.2f}", ci=ci, sd="" if sd is None or pd.isna(sd) else f"± {100 * float(sd):.2f}")
 
 
 def _cis(head: pd.DataFrame, cell_dims: list[str]) -> dict[tuple, str]:
@@ -209,24 +212,27 @@ def _one_table(head, metrics, name, protocol, provenance, spec, level, metric, s
     cell_dims = [d for d in (rows_dim, group_dim, col_dim) if d]
     values = head.groupby(cell_dims, dropna=False)[metric].agg(lambda a: a.mean(skipna=False))
     values.index = values.index.map(lambda k: tuple(map(str, k if isinstance(k, tuple) else (k,))))
+    sds = head.groupby(cell_dims, dropna=False)[metric].agg(lambda a: a.std(ddof=1) if a.count() > 1 else None)
+    sds.index = values.index
     cis = _cis(head, cell_dims) if metric == "auc" else {}
     row_axis = axis(rows_dim, head[rows_dim], protocol, provenance)
     group_axis = axis(group_dim, head[group_dim], protocol, provenance) if group_dim else [("", "")]
     col_axis = axis(col_dim, head[col_dim], protocol, provenance)
     averaged = [c != POOLED or col_dim != "subset" for c, _ in col_axis]
     add_avg = bool(spec.get("avg", True)) and sum(averaged) > 1
-    groups, columns = [], []
+    groups, columns, col_keys = [], [], []
     grid: list[list[Cell]] = [[] for _ in row_axis]
     for g, g_label in group_axis:
         cols = [c for c, _ in col_axis]
         groups.append((f"{DIM_TITLES.get(group_dim, group_dim)} {g_label}" if group_dim else "",
                        len(cols) + add_avg))
         columns += [lab for _, lab in col_axis] + (["Avg"] if add_avg else [])
+        col_keys += [(g, c) for c in cols] + ([(g, "Avg")] if add_avg else [])
         for i, (r, _) in enumerate(row_axis):
             raw = [values.get(_key(cell_dims, {rows_dim: r, group_dim: g, col_dim: c}))
                    for c in cols]
             keys = [_key(cell_dims, {rows_dim: r, group_dim: g, col_dim: c}) for c in cols]
-            grid[i] += [_fmt(v, cis.get(k, "")) for v, k in zip(raw, keys)]
+            grid[i] += [_fmt(v, cis.get(k, ""), sds.get(k)) for v, k in zip(raw, keys)]
             if add_avg:
                 raw = [v for v, a in zip(raw, averaged) if a]
                 ok = all(v is not None and not pd.isna(v) for v in raw)
@@ -245,7 +251,8 @@ def _one_table(head, metrics, name, protocol, provenance, spec, level, metric, s
         methods=([r for r, _ in row_axis] if rows_dim == "method"
                  else sorted(map(str, head["method"].unique()))),
         seeds=seeds, conditions=_conditions(head, metrics), split=split,
-        train_sets=sorted(map(str, head["train_set"].dropna().unique())))
+        train_sets=sorted(map(str, head["train_set"].dropna().unique())),
+        row_keys=[r for r, _ in row_axis], col_keys=col_keys)
 
 
 def _key(cell_dims: list[str], at: dict) -> tuple:

@@ -57,18 +57,19 @@ SECTIONS = {
     "grid": {
         "methods": List(["baseline", "f3net", "srm", "spsl", "sia", "recce", "uia_vit", "qad", "ucf", "dpl"],
                         "methods entries `dvc repro` trains and evaluates", item=Str("", ""), min_len=1, unique=True),
-        "protocols": List(["cross_quality"], "protocols `dvc repro` runs", item=Str("", ""), min_len=1, unique=True),
-        "seeds": List([0], "training seeds of the grid", item=SEED, min_len=1, unique=True),
-        "distortions": List([], "DVC's distort stages (robustness): distortion codes",
-                            item=Choice("", "", choices=_registered(registry.DISTORTIONS)), unique=True),
-        "severities": List([1, 2, 3, 4, 5], "severities of DVC's distort stages",
-                           item=Int(1, "", min=1, max=5), unique=True),
+        "protocols": List(["cross_quality", "cross_manipulation", "cross_dataset", "robustness", "ablation_components",
+                           "ablation_backbone", "ablation_fusion", "ablation_lreg", "ablation_clip"],
+                          "protocols `dvc repro` runs (dvc.yaml is rendered from them: python -m benchmark dag)",
+                          item=Str("", ""), min_len=1, unique=True),
+        "seeds": List([0], "training seeds of the grid (a DVC matrix)", item=SEED, min_len=1, unique=True),
+        "jobs": Int(2, "stages `python -m benchmark run` runs at once", min=1),
+        "threads": Int(1, "torch threads per stage process", min=1),
     },
     "synthff": {
         "seed": SEED,
         "pairs.train": Int(24, "SynthFF training pairs [target, source]", min=1),
-        "pairs.val": Int(2, "SynthFF validation pairs", min=0),
-        "pairs.test": Int(10, "SynthFF test pairs", min=1),
+        "pairs.val": Int(6, "SynthFF validation pairs", min=0),
+        "pairs.test": Int(48, "SynthFF test pairs (48: headline AUC 95 % CI half-width about 0.05)", min=1),
         "frames": Int(16, "frames per SynthFF video", min=1),
         "size": Int(96, "SynthFF frame side in pixels", min=32),
         "crf.c23": Int(23, "libx264 CRF of the c23 videos", min=0, max=51),
@@ -114,6 +115,10 @@ SECTIONS = {
                           fields={"max_norm": Float(1.0, "", above=0.0)}),
         "recipe": Choice("shared", "shared: every method trains with these keys; own: each method's original "
                          "recipe", choices=("shared", "own")),
+        "recipe_epochs": Choice("shared", "under recipe=own, whose epochs: shared (train.epochs; the CPU grid's "
+                                "budget) or own (the original's)", choices=("shared", "own")),
+        "sampler": Choice("balanced", "uniform (every crop once per epoch) or balanced (each fake with a random real, "
+                          "as the DPL release)", choices=("uniform", "balanced")),
         "jpeg_aug": Bool(True, "random JPEG augmentation of the authors' release"),
         "views": Choice("single", "batch composition: single (each image once) or all_jpeg (every image in all "
                         "four JPEG versions in the step, benchmark/data/views.py)", choices=("single", "all_jpeg")),
