@@ -49,10 +49,12 @@ stage1_checkpoint  paper ``select``: the checkpoint ``train.select`` names; rele
 views              paper ``train``: ``train.views`` (by default each image once, a random JPEG
                    version); release ``all_jpeg``: every image in all four JPEG versions in the
                    same step (also ``single``).
+sampler            paper ``train``: ``train.sampler`` (the text does not say how batches are
+                   drawn); release ``balanced``: each fake paired with a random real
+                   (``engine.loaders.BalancedSampler``; also ``uniform``).
 
-Not expressible as options of this method (named where they live): the release's balanced
-batches (each fake paired with a random real) are the engine's sampler (``train.sampler``,
-another branch); its indicators (CLIP-IQA+ VQI, logit-scaled FII, prompts without the period,
+Not expressible as options of this method (named where they live): the release's
+indicators (CLIP-IQA+ VQI, logit-scaled FII, prompts without the period,
 percent rounding, fixed thresholds) are ``indicators.*`` (benchmark/indicators).
 """
 from __future__ import annotations
@@ -65,14 +67,15 @@ READINGS = {
                   ppo_return="total", ppo_gamma=1.0, ppo_normalize=False, ppo_epochs=4,
                   ppo_clip_form="printed", value_weight=1.0, entropy_weight=1.0, policy_sigma="state",
                   policy_trunk="separate", ppo_logprob="raw", reward_branch="fused",
-                  stage2_optimizer="recipe", stage1_checkpoint="select", views="train"),
+                  stage2_optimizer="recipe", stage1_checkpoint="select", views="train",
+                  sampler="train"),
     "release": dict(aggregation="mean", branch_projection=True, hidden="channels", lreg_sign=-1.0,
                     lreg_steps="last", lreg_norm="hard", eval_positions="per_sample",
                     ppo_return="to_go", ppo_gamma=0.7, ppo_normalize=True, ppo_epochs=1,
                     ppo_clip_form="schulman", value_weight=0.5, entropy_weight=0.01, policy_sigma="learned",
                     policy_trunk="shared", ppo_logprob="clamped", reward_branch="alternate",
                     stage2_optimizer={"type": "Adam", "lr": 3.0e-4}, stage1_checkpoint="best_val",
-                    views="all_jpeg"),
+                    views="all_jpeg", sampler="balanced"),
 }
 KEYS = tuple(READINGS["paper"])
 
@@ -103,7 +106,7 @@ CHOICES = {"aggregation": ("sum", "mean"), "lreg_steps": ("first", "last", "all_
            "ppo_return": ("total", "to_go"), "ppo_clip_form": ("schulman", "printed"),
            "policy_sigma": ("state", "learned"), "policy_trunk": ("separate", "shared"),
            "ppo_logprob": ("raw", "clamped"), "reward_branch": ("fused", "alternate"),
-           "views": ("train", "single", "all_jpeg")}
+           "views": ("train", "single", "all_jpeg"), "sampler": ("train", "uniform", "balanced")}
 
 
 def check(opts: dict) -> None:

@@ -125,7 +125,7 @@ class DPL(Method):
                  entropy_weight: float | None = None, policy_sigma: str | None = None,
                  policy_trunk: str | None = None, ppo_logprob: str | None = None, reward_branch: str | None = None,
                  stage2_optimizer: str | dict | None = None, stage1_checkpoint: str | int | None = None,
-                 views: str | None = None):
+                 views: str | None = None, sampler: str | None = None):
         given = {k: v for k, v in locals().items() if k in readings.KEYS}
         super().__init__()
         opts, self.explicit = readings.resolve(reading, given)
@@ -197,7 +197,7 @@ class DPL(Method):
         return {"optimizer": dict(opt)} if stage == "II" and isinstance(opt, dict) else {}
 
     def train_options(self) -> dict:
-        return {} if self.opts["views"] == "train" else {"views": self.opts["views"]}
+        return {k: self.opts[k] for k in ("views", "sampler") if self.opts[k] != "train"}
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)

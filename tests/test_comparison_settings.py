@@ -56,7 +56,8 @@ def test_ablation_reading_switches_every_difference_with_a_run_cost():
 
 
 def test_options_a_method_fixes_reach_the_engine(monkeypatch, tmp_path):
-    """DPL's release reading trains on all four JPEG versions whatever train.views says."""
+    """DPL's release reading trains on all four JPEG versions in balanced batches whatever
+    train.views and train.sampler say."""
     from benchmark import engine
     from benchmark.data.views import JPEGViews
     from benchmark.pipeline import stages
@@ -66,12 +67,15 @@ def test_options_a_method_fixes_reach_the_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(stages.inputs, "indicator", lambda *a: type("I", (), {"levels": None})())
     monkeypatch.setattr(stages, "_publish", lambda *a: None)  # engine.train is stubbed: nothing to move
     monkeypatch.chdir(ROOT)
-    params = config.load_params({"methods.dpl.hidden": "8", "methods.dpl.policy_hidden": "4"}, root=ROOT)
+    params = config.load_params({"methods.dpl.hidden": "8", "methods.dpl.policy_hidden": "4",
+                                 "train.sampler": "uniform"}, root=ROOT)
     stages.train(params, method="dpl", train_set="ff_c23", seed=0)
     assert isinstance(seen["data"], JPEGViews) and seen["data"].frames.augment is None
     assert seen["cfg"]["views"] == "all_jpeg" and seen["val_data"] is not None
+    assert seen["cfg"]["sampler"] == "balanced" and len(seen["data"].rows) == len(seen["data"])
     stages.train(params, method="dpl_r_views", train_set="ff_c23", seed=0)
     assert not isinstance(seen["data"], JPEGViews) and seen["data"].augment is not None  # random JPEG
+    assert seen["cfg"]["sampler"] == "uniform"  # train.sampler's
     stages.train(config.load_params({"train.val": "null"}, root=ROOT), method="baseline", train_set="ff_c23", seed=0)
     assert seen["val_data"] is None
 

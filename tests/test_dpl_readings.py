@@ -76,6 +76,7 @@ EXPECTED = {
     "entropy_weight": {"ppo"}, "policy_sigma": {"shapes", "ppo"}, "policy_trunk": {"shapes", "ppo"},
     "ppo_logprob": {"ppo"}, "reward_branch": {"ppo"}, "stage2_optimizer": {"recipe"},
     "stage1_checkpoint": {"stage_checkpoint"}, "views": {"train_options"},
+    "sampler": {"train_options"},
 }
 
 

@@ -18,11 +18,11 @@ from test_engine_stages import TwoStage
 CFG = {"batch_size": 4, "optimizer": {"type": "Adam", "lr": 0.01}, "val": {"batch_size": 5}}
 
 
-def _train(frames, work, method=None, val=True, **cfg):
+def _train(frames, work, method=None, val=True, val_rows=None, **cfg):
     torch.manual_seed(0)
     method = method or Tiny()
     ds = TrainFrames(frames[0], frames[1], seed=0)
-    vd = TrainFrames(frames[0], frames[1], seed=0) if val else None
+    vd = TrainFrames(frames[0] if val_rows is None else val_rows, frames[1], seed=0) if val else None
     summary = engine.train(method, ds, work, {**CFG, "epochs": 3, **cfg}, seed=0, levels=levels,
                            fingerprint="fp", val_data=vd)
     return method, summary
@@ -130,3 +130,45 @@ def test_the_engine_tells_the_method_each_epoch(frames, tmp_path):
 
     method, _ = _train(frames, tmp_path / "w", method=Counting(), val=False)
     assert method.epochs == [0, 1, 2]
+
+
+def _best(work):
+    best = best_checkpoint(work)
+    return best.name, torch.load(best, weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("kill", ["in_training", "in_validation"])
+def test_a_resumed_stage_keeps_the_best_epoch_of_the_uninterrupted_run(frames, tmp_path, monkeypatch, kill):
+    """Killed in epoch 3 (after epoch 2's checkpoint, validation and best file) or during epoch
+    2's validation (after its checkpoint): the rerun validates epoch 2 again from its checkpoint
+    and ends with the same history, the same single best file, the same model."""
+    from benchmark.engine import validate
+    from test_engine import Interrupt, Stopping
+    rows = frames[0].copy()  # labels scrambled (seeded): an AUC that moves from epoch to epoch
+    rows["label"] = np.random.default_rng(3).permutation(rows["label"].to_numpy())
+    straight, _ = _train(frames, tmp_path / "s", val_rows=rows)
+    want_hist = pd.read_csv(tmp_path / "s" / "history.csv")
+    torch.manual_seed(0)  # the same initial weights as the uninterrupted run's
+    if kill == "in_training":
+        method = Stopping(stop_at=8)  # 3 steps an epoch: the 2nd of epoch 3
+    else:
+        method, calls, real = Tiny(), [], validate.AUCMetric.compute_metrics
+
+        def dies_second(self, results):
+            calls.append(1)
+            if len(calls) == 2:
+                raise Interrupt
+            return real(self, results)
+        monkeypatch.setattr(validate.AUCMetric, "compute_metrics", dies_second)
+    with pytest.raises(Interrupt):
+        _train(frames, tmp_path / "r", method=method, val_rows=rows)
+    monkeypatch.undo()
+    partial = engine.partial_dir(tmp_path / "r", "fp")
+    assert (partial / "epoch_2.pth").is_file()
+    resumed, summary = _train(frames, tmp_path / "r", val_rows=rows)
+    assert summary["iters"] == 9 and len(list((tmp_path / "r").glob("best_auc_epoch_*.pth"))) == 1
+    got_hist = pd.read_csv(tmp_path / "r" / "history.csv")
+    assert got_hist["val_auc"].tolist() == want_hist["val_auc"].tolist()
+    (want_name, want_state), (got_name, got_state) = _best(tmp_path / "s"), _best(tmp_path / "r")
+    assert got_name == want_name and all(torch.equal(want_state[k], got_state[k]) for k in want_state)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))

@@ -36,6 +36,7 @@ class JPEGViews(Dataset):
 
     seed = property(lambda self: self.frames.seed, lambda self, v: setattr(self.frames, "seed", v))
     epoch = property(lambda self: self.frames.epoch, lambda self, v: setattr(self.frames, "epoch", v))
+    rows = property(lambda self: self.frames.rows)  # the frames' labels (train.sampler: balanced reads them)
 
     def qualities(self, idx: int) -> list[int]:
         """The JPEG quality of views 1..3 of item ``idx`` in the current epoch."""

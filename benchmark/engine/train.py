@@ -232,7 +232,7 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
         custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
                       dict(type="HistoryHook"), dict(type="ProgressHook"),
-                      dict(type="TrainProgressHook"), DivergenceGuard(stage)],
+                      dict(type="TrainProgressHook"), DivergenceGuard(stage), *validate.hooks(val_data is not None)],
         randomness=dict(seed=seed),  # determinism: engine.device.set_deterministic (train)
         launcher=str(cfg.get("launcher", "none")),
         resume=resume_from is not None,

@@ -7,6 +7,13 @@ as ``val_auc`` into ``history.csv``, and mmengine's ``CheckpointHook(save_best="
 the best epoch's checkpoint (``best_auc_epoch_<E>.pth``; ties keep the earlier epoch), which
 ``train.select: best_val`` (or a method's ``stage_checkpoint``) picks.
 
+A stage resumed from ``epoch_<E>.pth`` validates epoch E again before training on
+(``ResumeValidation``): that checkpoint is written before epoch E's validation, so its message
+hub holds the best score of epochs 1..E-1 only; validating E again from it repeats the
+uninterrupted run's sequence (same score, same best checkpoint kept, the same ``val_auc`` row),
+whether the kill came before, during or after that validation. Best-validation files the
+resumed hub does not name (left by the killed run) are removed first.
+
 Validation is deterministic: the val frames are un-augmented, read in manifest order, and
 every method scores in eval mode; it consumes no random state that training reads (the engine
 reseeds torch before every training epoch, ``EpochSeedHook``). params.yaml ``train.val``:
@@ -20,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
-from mmengine.registry import METRICS
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS, METRICS
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
+from benchmark.engine.distributed import is_main
 from benchmark.errors import UserError
 
 SELECT = ("last", "best_val")
@@ -44,6 +53,31 @@ class AUCMetric(BaseMetric):
     def compute_metrics(self, results: list) -> dict:
         y, s = (np.asarray(v) for v in zip(*results)) if results else (np.zeros(0), np.zeros(0))
         return {METRIC: float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else math.nan}
+
+
+@HOOKS.register_module()
+class ResumeValidation(Hook):
+    """On a resumed stage (``runner.epoch`` = E > 0 at ``before_train``), validate epoch E again
+    (module docstring). Runs after ``CheckpointHook.before_train`` has read the resumed hub's
+    best checkpoint; the next ``before_train_epoch`` reseeds torch, so the validation's use of
+    the global generator (the loader's base seed) leaves training unchanged."""
+
+    priority = "LOWEST"
+
+    def before_train(self, runner) -> None:
+        if runner.epoch == 0:
+            return
+        if is_main():
+            keep = runner.message_hub.get_info("best_ckpt")
+            for path in Path(runner.work_dir).glob(f"best_{METRIC}_epoch_*.pth"):
+                if keep is None or path.resolve() != Path(keep).resolve():
+                    path.unlink()
+        runner.val_loop.run()
+
+
+def hooks(validated: bool) -> list:
+    """The Runner's extra hooks when validation runs."""
+    return [dict(type="ResumeValidation")] if validated else []
 
 
 def runner_kwargs(val_data, batch_size: int) -> dict:
