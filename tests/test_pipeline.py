@@ -334,3 +334,19 @@ def test_run_executes_what_dvc_finds_stale_in_parallel_and_records_it(tmp_path, 
     (tmp_path / "b.txt").unlink()
     assert run() == [] and "[done] b: restored from DVC's run cache" in capsys.readouterr().out
     assert (tmp_path / "b.txt").read_text() == "yab"
+
+
+def test_publish_keeps_an_earlier_stages_last_and_best_validation_checkpoints(tmp_path):
+    """A variant that reuses stage I (``stages._reuse``) finds its last checkpoint, and under
+    ``train.select: best_val`` its best-validation one."""
+    from benchmark.pipeline import stages
+    work, out = tmp_path / "work", tmp_path / "out"
+    for name in ("I/epoch_1.pth", "I/epoch_2.pth", "I/best_auc_epoch_1.pth", "II/epoch_1.pth",
+                 "II/best_auc_epoch_1.pth", "model.pt", "history.csv"):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_bytes(name.encode())
+    (work / "train.json").write_text(json.dumps({"recipe": {"I": {}, "II": {}}}))
+    stages._publish(work, out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "I/best_auc_epoch_1.pth", "I/epoch_2.pth", "history.csv", "model.pt", "train.json"]
+    assert (out / "I/epoch_2.pth").read_bytes() == b"I/epoch_2.pth" and not work.exists()

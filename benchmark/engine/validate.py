@@ -8,11 +8,13 @@ the best epoch's checkpoint (``best_auc_epoch_<E>.pth``; ties keep the earlier e
 ``train.select: best_val`` (or a method's ``stage_checkpoint``) picks.
 
 A stage resumed from ``epoch_<E>.pth`` validates epoch E again before training on
-(``ResumeValidation``): that checkpoint is written before epoch E's validation, so its message
-hub holds the best score of epochs 1..E-1 only; validating E again from it repeats the
-uninterrupted run's sequence (same score, same best checkpoint kept, the same ``val_auc`` row),
-whether the kill came before, during or after that validation. Best-validation files the
-resumed hub does not name (left by the killed run) are removed first.
+(``ResumeValidation``): mmengine writes that checkpoint before epoch E's validation, and again
+after it only when E is a new best, so a kill during the validation or before the rewrite
+leaves a checkpoint whose message hub knows the best of epochs 1..E-1 only (resumed as is,
+epoch E's result is lost and the next epoch beats an empty record). Validating E again from
+that hub repeats the uninterrupted run's sequence (same score, same best checkpoint kept, the
+same ``val_auc`` row); after a rewrite it finds E no better than itself and changes nothing.
+Best-validation files the resumed hub does not name (left by the killed run) are removed first.
 
 Validation is deterministic: the val frames are un-augmented, read in manifest order, and
 every method scores in eval mode; it consumes no random state that training reads (the engine

@@ -108,7 +108,8 @@ def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | 
 
 def _publish(work: Path, out: Path) -> None:
     """Move a finished training into its output: model.pt, train.json, history.csv and the last
-    checkpoint of every stage but the final one (a variant may reuse it: ``_reuse``)."""
+    checkpoint of every stage but the final one, with its best-validation checkpoint when
+    validation ran (a variant may reuse them: ``_reuse``)."""
     from benchmark.engine import stage_dirs
     if out.exists():
         shutil.rmtree(out)
@@ -119,13 +120,15 @@ def _publish(work: Path, out: Path) -> None:
     for name, d in list(zip(names, stage_dirs(work, names)))[:-1]:
         last = max(d.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
         (out / name).mkdir()
-        last.replace(out / name / last.name)
+        for ckpt in [last, *d.glob("best_*_epoch_*.pth")]:
+            ckpt.replace(out / name / ckpt.name)
     shutil.rmtree(work)
 
 
 def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out: Path) -> bool:
     """Write ``method``'s model from ``base``'s when that is what training it would give."""
     from benchmark import engine
+    from benchmark.engine.validate import best_checkpoint
     root, opts = resolve_method(params, method)
     base_root, base_opts = resolve_method(params, base)
     src = model_dir(train_set, base, seed)
@@ -144,6 +147,8 @@ def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out:
         ckpts = sorted((src / stage).glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
         if not ckpts:
             raise UserError(f"no checkpoint of stage {stage} under {src / stage}; retrain {base}")
+        if params["train"].get("select", "last") == "best_val":  # the variant would end with that stage's best
+            ckpts = [best_checkpoint(src / stage)]
         model = build_method(params, method)
         full = engine.method_state(ckpts[-1])
         state = {k: full[k] for k in model.state_dict()}
