@@ -135,7 +135,7 @@ def _execute(repo, todo: list[dag.Instance], jobs: int, threads: int) -> list[st
                 if inst.name not in stale and not (set(up[inst.name]) & changed and repo.status(targets=[inst.name])):
                     print(f"[skip] {inst.name}: up to date", flush=True)
                     done.add(inst.name)
-                elif _restore(repo, inst.name):
+                elif _restore(repo, inst):
                     print(f"[done] {inst.name}: restored from DVC's run cache", flush=True)
                     done.add(inst.name)
                     changed.add(inst.name)
@@ -158,7 +158,8 @@ def _execute(repo, todo: list[dag.Instance], jobs: int, threads: int) -> list[st
             failed = failed or (inst, code)
             print(f"[fail] {inst.name}: exit {code} (log: {LOGS / (inst.name + '.log')})", flush=True)
             continue
-        repo.commit(inst.name, force=True)
+        if _has_deps(inst):  # a partial run (deps missing) stays stale for DVC: nothing to record
+            repo.commit(inst.name, force=True)
         print(f"[done] {inst.name}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
         done.add(inst.name)
         changed.add(inst.name)
@@ -169,11 +170,20 @@ def _execute(repo, todo: list[dag.Instance], jobs: int, threads: int) -> list[st
     return ran
 
 
-def _restore(repo, name: str) -> bool:
+def _has_deps(inst: dag.Instance) -> bool:
+    """Every dep exists (a protocol's metrics after a one-method run read only the scores there are)."""
+    return all(Path(d).exists() for d in inst.deps)
+
+
+def _restore(repo, inst: dag.Instance) -> bool:
     """Empty the stage's outputs as ``dvc repro`` would; restore them from DVC's run cache when it
-    has run with these deps and params before (then record it)."""
+    has run with these deps and params before (then record it). A stage with a dep missing (a
+    protocol's metrics over the scores one method's run made) has no run-cache entry to hit."""
     from dvc.repo import lock_repo
     from dvc.stage.cache import RunCacheNotFoundError
+    if not _has_deps(inst):
+        return False
+    name = inst.name
     with lock_repo(repo):
         stage = _dvc_stage(repo, name)
         stage.remove_outs(ignore_remove=False, force=False)

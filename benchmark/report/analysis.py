@@ -28,7 +28,6 @@ Plots are PNG + SVG under ``results/plots/`` with a one-paragraph caption in ``<
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
