@@ -51,6 +51,9 @@ PROTOCOL_CUTS = {
     "ablation_fusion": {"methods": [{"name": "dpl", "label": "Add"}, {"name": "dpl_concat", "label": "Concat"}]},
     "ablation_lreg": {"methods": [{"name": "dpl", "label": "all"}, {"name": "dpl_lreg_last", "label": "last"}]},
     "ablation_clip": {"methods": [{"name": "dpl_clip_add_psi", "label": "Add(CLIP, Psi)"}]},
+    "ablation_reading": {"methods": [{"name": "baseline", "label": "Baseline (BCE)"},
+                                     {"name": "dpl_r_lreg", "label": "release, L_REG as printed"},
+                                     {"name": "dpl", "label": "DPL, release reading"}]},
 }
 
 
