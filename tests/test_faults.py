@@ -126,11 +126,14 @@ def _project(path: Path) -> Path:
 
 def _visible(proj: Path):
     """Files under data/, models/, results/ a reader would open: no component hidden (temporary)."""
+    # os.walk, not rglob: a stage's hidden work directory may vanish mid-scan (it is renamed or
+    # removed when the stage finishes); walk skips what vanished and never descends into it.
     for top in ("data", "models", "results"):
-        for p in (proj / top).rglob("*"):
-            rel = p.relative_to(proj).parts
-            if p.is_file() and not any(part.startswith(".") for part in rel):
-                yield p
+        for root, dirs, files in os.walk(proj / top):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for f in files:
+                if not f.startswith("."):
+                    yield Path(root) / f
 
 
 def _complete(path: Path) -> None:
@@ -157,10 +160,15 @@ def _complete(path: Path) -> None:
 
 def _check_all(proj: Path, seen: dict) -> None:
     for p in _visible(proj):
-        st = p.stat()
-        if seen.get(p) != (st.st_size, st.st_mtime_ns):
-            _complete(p)
-            seen[p] = (st.st_size, st.st_mtime_ns)
+        try:
+            st = p.stat()
+            if seen.get(p) != (st.st_size, st.st_mtime_ns):
+                _complete(p)
+                seen[p] = (st.st_size, st.st_mtime_ns)
+        except (FileNotFoundError, AssertionError):  # cv2.imread of a vanished file returns None
+            if p.exists():
+                raise
+            # removed between the walk and now (DVC clears a stage's outputs before running it)
 
 
 def _fingerprint(proj: Path) -> dict:

@@ -306,9 +306,11 @@ def test_run_executes_what_dvc_finds_stale_in_parallel_and_records_it(tmp_path, 
                                     "text = ''.join(open(d).read() for d in deps) + name\n"
                                     "open(name + '.txt', 'w').write(text)\n")
     (tmp_path / "in.txt").write_text("x")
+    (tmp_path / "params.yaml").write_text("b: 1\nc: 1\n")  # b and c each read their own key
     spec = {"a": ["in.txt"], "b": ["a.txt"], "c": ["a.txt"]}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        n: {"cmd": f"python mk.py {n} {' '.join(d)}", "deps": ["mk.py", *d], "outs": [f"{n}.txt"]}
+        n: {"cmd": f"python mk.py {n} {' '.join(d)}", "deps": ["mk.py", *d], "outs": [f"{n}.txt"],
+            **({"params": [n]} if n != "a" else {})}
         for n, d in spec.items()}}))
 
     class Job(dag.Instance):
@@ -320,7 +322,7 @@ def test_run_executes_what_dvc_finds_stale_in_parallel_and_records_it(tmp_path, 
     def run():
         from dvc.repo import Repo
         with Repo() as repo:
-            return executor._execute(repo, todo, jobs=2, threads=1)
+            return executor._execute(executor._State.read(repo, todo), todo, jobs=2, threads=1)
     first = run()
     assert first[0] == "a" and sorted(first[1:]) == ["b", "c"]  # a first (b and c read it), b and c at once
     starts = {ln.split()[0]: float(ln.split()[1]) for ln in (tmp_path / ".benchmark/logs/times.tsv").read_text().splitlines()}
@@ -334,6 +336,8 @@ def test_run_executes_what_dvc_finds_stale_in_parallel_and_records_it(tmp_path, 
     (tmp_path / "b.txt").unlink()
     assert run() == [] and "[done] b: restored from DVC's run cache" in capsys.readouterr().out
     assert (tmp_path / "b.txt").read_text() == "yab"
+    (tmp_path / "params.yaml").write_text("b: 1\nc: 2\n")  # params.yaml is parsed once for all stages
+    assert run() == ["c"] and "[skip] b: up to date" in capsys.readouterr().out
 
 
 def test_publish_keeps_an_earlier_stages_last_and_best_validation_checkpoints(tmp_path):

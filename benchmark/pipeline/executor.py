@@ -23,6 +23,8 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.errors import UserError
@@ -58,12 +60,37 @@ def _repo():
     return Repo()
 
 
-def _stale(repo, names: list[str]) -> set[str]:
+def _stale(repo, names) -> set[str]:
+    """The stages among ``names`` that ``dvc status`` calls stale (a dep, an out, the command or a
+    param changed), with dvc.yaml, dvc.lock and each params file parsed once for all of them:
+    ``repo.status(targets=…)`` parses dvc.yaml and dvc.lock again for every target, and every
+    stage's params reread params.yaml (together 94 s of a no-op rerun of the default grid)."""
     from dvc.exceptions import DvcException
+    from dvc.repo import lock_repo
     try:
-        return set(repo.status(targets=names, with_deps=True))
+        with lock_repo(repo), _params_read_once():
+            stages = {s.addressing: s for s in repo.index.stages}
+            return {n for n in names if stages[n].status(check_updates=True)}
     except DvcException as exc:
         raise UserError(f"dvc status failed: {str(exc).splitlines()[0]}") from None
+
+
+@contextmanager
+def _params_read_once():
+    """While DVC computes a status (nothing writes then), each params file is parsed once."""
+    from dvc.dependency import param
+    load, parsed = param.load_path, {}
+
+    def load_once(path, fs, **kwargs):
+        key = (path, tuple(sorted(kwargs.items())))
+        if key not in parsed:
+            parsed[key] = load(path, fs, **kwargs)
+        return parsed[key]
+    param.load_path = load_once
+    try:
+        yield
+    finally:
+        param.load_path = load
 
 
 def run(params: dict, protocol: str | None = None, method: str | None = None, jobs: int = 1,
@@ -74,16 +101,33 @@ def run(params: dict, protocol: str | None = None, method: str | None = None, jo
         dvcfile.check(params)
         insts = dag.instances(params)
         targets = select(insts, protocol, method)
+        partial = protocol is not None or method is not None
+        todo = [i for w in dag.waves(insts, dag.with_upstream(insts, targets)) for i in w]
+        if partial:  # then the metrics over the scores that exist now
+            todo += [i for i in _metrics(insts, targets) if i.name not in {t.name for t in todo}]
         repo = _repo()
         try:
-            wanted = dag.with_upstream(insts, targets)
-            ran = _execute(repo, [i for w in dag.waves(insts, wanted) for i in w], jobs, threads)
-            if protocol is not None or method is not None:  # metrics over the scores that exist now
-                ran += _execute(repo, _metrics(insts, targets), jobs, threads)
-                ran += _report(repo, params, insts, protocol, threads)
+            state = _State.read(repo, insts)
+            ran = _execute(state, todo, jobs, threads)
+            if partial:
+                ran += _report(state, params, insts, protocol, threads)
         finally:
             repo.close()
     return ran
+
+
+@dataclass
+class _State:
+    """One ``run``: DVC's status of every stage, read once at the start (dvc.yaml and dvc.lock
+    take seconds to parse), and the stages this run has made since."""
+    repo: object
+    up: dict[str, list[str]]   # {stage: the stages whose outputs it reads}
+    stale: set[str]
+    changed: set[str]
+
+    @classmethod
+    def read(cls, repo, insts: list[dag.Instance]) -> "_State":
+        return cls(repo, dag.upstream(insts), _stale(repo, [i.name for i in insts]), set())
 
 
 def _metrics(insts: list[dag.Instance], targets: set[str]) -> list[dag.Instance]:
@@ -93,13 +137,13 @@ def _metrics(insts: list[dag.Instance], targets: set[str]) -> list[dag.Instance]
     return [i for i in insts if i.stage.verb == "metrics" and i.stage.meta["protocol"] in protocols]
 
 
-def _report(repo, params: dict, insts: list[dag.Instance], protocol: str | None, threads: int) -> list[str]:
+def _report(state: "_State", params: dict, insts: list[dag.Instance], protocol: str | None, threads: int) -> list[str]:
     """The grid's report once every input it reads exists; until then the protocol's own page."""
     from benchmark.pipeline import reporting
     report = [i for i in insts if i.stage.verb == "report"]
     missing = [d for d in report[0].deps if not Path(d).exists()]
     if not missing:
-        return _execute(repo, report, 1, threads)
+        return _execute(state, report, 1, threads)
     protocols = [protocol] if protocol else sorted({i.stage.meta["protocol"] for i in insts if i.stage.verb == "metrics"
                                                     and Path(i.outs[0]).is_file()})
     out = reporting.RESULTS / "protocols" / "-".join(protocols)
@@ -114,12 +158,11 @@ def _env(threads: int) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "BENCHMARK_THREADS": n}
 
 
-def _execute(repo, todo: list[dag.Instance], jobs: int, threads: int) -> list[str]:
+def _execute(state: _State, todo: list[dag.Instance], jobs: int, threads: int) -> list[str]:
     """Run the stale ones among ``todo`` (topologically ordered), ``jobs`` at a time."""
-    up = dag.upstream(todo)
+    repo, up, stale, changed = state.repo, state.up, state.stale, state.changed
     names = {i.name for i in todo}
-    stale = _stale(repo, sorted(names))
-    done, changed, running, ran, failed = set(), set(), {}, [], None
+    done, running, ran, failed = set(), {}, [], None
     pending = list(todo)
     LOGS.mkdir(parents=True, exist_ok=True)
     while pending or running:
@@ -132,7 +175,7 @@ def _execute(repo, todo: list[dag.Instance], jobs: int, threads: int) -> list[st
                 pending.remove(inst)
                 progressed = True
                 # a stage DVC found current stays so unless something it reads was remade in this run
-                if inst.name not in stale and not (set(up[inst.name]) & changed and repo.status(targets=[inst.name])):
+                if inst.name not in stale and not (set(up[inst.name]) & changed and _stale(repo, [inst.name])):
                     print(f"[skip] {inst.name}: up to date", flush=True)
                     done.add(inst.name)
                 elif _restore(repo, inst):
@@ -303,7 +346,7 @@ def job_lines(params: dict, protocol: str | None = None, method: str | None = No
     if not everything and Path(".dvc").is_dir():
         repo = _repo()
         try:
-            wanted &= _stale(repo, sorted(wanted))
+            wanted &= _stale(repo, wanted)
         finally:
             repo.close()
     waves = dag.waves(insts, wanted)
