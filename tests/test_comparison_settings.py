@@ -85,3 +85,12 @@ def _rows():
     return pd.DataFrame({"video_id": ["real/000", "DF/000_001"], "frame_idx": [0, 0], "label": [0, 1],
                          "manipulation": ["real", "DF"], "quality": ["c23", "c23"], "split": ["train", "train"],
                          "path": ["a.tar", "a.tar"], "offset": [0, 512], "nbytes": [1, 1], "crc32": [0, 0]})
+
+
+def test_baseline_vit_is_uia_vits_own_vit_under_the_baselines_head():
+    """The row UIA-ViT's caveat points to must hold UIA-ViT's ViT, whatever params.yaml sets."""
+    params = config.load_params(root=ROOT)
+    _, vit = pipeline.resolve_method(params, "baseline_vit")
+    _, uia = pipeline.resolve_method(params, "uia_vit")
+    assert vit["backbone"] == uia["backbone"] and vit["pretrained"] == uia["pretrained"]
+    assert vit["backbone_kwargs"] == {k: uia[k] for k in ("img_size", "patch_size", "depth")}
