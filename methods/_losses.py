@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmark.engine import distributed
 from benchmark.errors import UserError
 
 LREG_STEPS = ("first", "last", "all_up_to_last")
@@ -82,5 +83,7 @@ def entropy_regulariser(step_logits: torch.Tensor, step_mask: torch.Tensor, hard
     sel = step_mask.bool()
     per_sample = torch.where(sel, ent, torch.zeros_like(ent)).sum(dim=1) / sel.sum(dim=1).clamp_min(1)
     per_sample = torch.where(hard.bool(), per_sample, torch.zeros_like(per_sample))
-    denom = max(step_logits.shape[0], 1) if norm == "batch" else hard.bool().sum().clamp_min(1)
-    return per_sample.sum() / denom
+    if norm == "batch":  # equal shards under a launcher: the local N is this rank's share already
+        return per_sample.sum() / max(step_logits.shape[0], 1)
+    share = 1.0 / distributed.world_size()  # the global batch's hard samples, this rank's share
+    return per_sample.sum() / distributed.global_count(hard.bool().sum()).clamp_min(share)

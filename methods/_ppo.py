@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from benchmark.engine import distributed
 from benchmark.errors import UserError
 
 RETURNS = ("total", "to_go")
@@ -48,14 +49,17 @@ def returns(rewards: torch.Tensor, mode: str = "total", gamma: float = 1.0, norm
     if not normalize:
         return ret
     m = torch.ones_like(ret) if mask is None else mask.to(ret.dtype)
-    mean = _masked_mean(ret, m)
-    std = _masked_mean((ret - mean) ** 2, m).sqrt()
+    count = distributed.global_sum(m.sum()).clamp_min(1.0)  # over the global batch under a launcher
+    mean = distributed.global_sum((ret * m).sum()) / count
+    std = (distributed.global_sum(((ret - mean) ** 2 * m).sum()) / count).sqrt()
     return (ret - mean) / (std + 1e-8) * m
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean over the masked entries of the global batch (data-parallel: this rank's share)."""
     mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+    share = 1.0 / distributed.world_size()
+    return (x * mask).sum() / distributed.global_count(mask.sum()).clamp_min(share)
 
 
 def clipped_surrogate(log_prob, old_log_prob, advantage, mask, eps: float = 0.2, form: str = "schulman"):
