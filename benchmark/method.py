@@ -36,6 +36,10 @@ needs; the default does nothing. Outside the engine (tests) it is never called.
 A method trained in several stages (DPL's stage I and II) declares
 ``training_stages(epochs)`` -> [(name, epochs)], ``set_stage(name)`` and
 ``stage_checkpoint(name)``; the engine runs one Runner per stage (engine.run_stages).
+A method's own options may fix parts of how it is trained: ``recipe_overrides(stage)``
+(optimiser etc. of one stage, whatever ``train.recipe`` says), ``train_options()`` (params.yaml
+``train`` keys such as ``views``); ``set_epoch(epoch)`` is called before every training epoch.
+
 ``reused_stage(options, other)`` (a classmethod, no model is built) names the training stage
 of a model built with ``other`` options at whose end it is the model ``options`` describe (DPL
 without stage II is DPL after stage I), so the pipeline takes that checkpoint instead of
@@ -101,6 +105,19 @@ class Method(nn.Module):
         ``benchmark.engine.optim.RECIPE_KEYS``; keys it leaves out come from params.yaml ``train``."""
         return dict(self.recipe)
 
+    def recipe_overrides(self, stage: str) -> dict:
+        """Recipe keys this model's own options fix for ``stage`` under either ``train.recipe``
+        (e.g. DPL's ``stage2_optimizer``); default none."""
+        return {}
+
+    def train_options(self) -> dict:
+        """params.yaml ``train`` keys this model's own options fix for its whole training (e.g.
+        ``views``); the pipeline applies them over params.yaml's. Default none."""
+        return {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the engine before every training epoch (0-based within the stage); default nothing."""
+
     def training_stages(self, epochs: int) -> list[tuple[str, int]]:
         """The training schedule as (stage name, epochs); default one stage of ``train.epochs``."""
         return [("train", int(epochs))]
@@ -108,8 +125,9 @@ class Method(nn.Module):
     def set_stage(self, stage: str) -> None:
         """Prepare ``stage``: freeze what it does not train, switch its objective (default: nothing)."""
 
-    def stage_checkpoint(self, stage: str) -> int | None:
-        """Which epoch of the previous stage ``stage`` starts from; None = its last."""
+    def stage_checkpoint(self, stage: str) -> int | str | None:
+        """Which checkpoint of the previous stage ``stage`` starts from: an epoch number, ``last``
+        or ``best_val``; None = the one ``train.select`` names."""
         return None
 
     @classmethod

@@ -8,9 +8,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmark.engine import distributed
 from benchmark.errors import UserError
 
 LREG_STEPS = ("first", "last", "all_up_to_last")
+LREG_NORMS = ("batch", "hard")
 
 
 def focal_bce_with_logits(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -35,12 +37,14 @@ def binary_entropy_with_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def hard_sample_mask(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Pi(x_i) of Eq. (2): 1.0 where the prediction (P(fake) >= 0.5) differs from the label.
+    """Pi(x_i) of Eq. (2): 1.0 where the cross-entropy of the prediction exceeds ln 2, i.e. the
+    true class gets P < 0.5 (a misclassified sample; at exactly P = 0.5 it is not hard, as in the
+    authors' release, whose rule is CE > ln 2).
 
     Detached: the mask selects samples, it is not itself optimised.
     """
-    pred = (logits.detach() >= 0).long()
-    return (pred != labels.long()).float()
+    sign = labels.to(logits.dtype).mul(2).sub(1)  # CE > ln 2  <=>  P(true) < 1/2  <=>  sign * z < 0
+    return (sign * logits.detach() < 0).float()
 
 
 def lreg_step_mask(last_step: torch.Tensor, k: int, mode: str) -> torch.Tensor:
@@ -63,16 +67,23 @@ def lreg_step_mask(last_step: torch.Tensor, k: int, mode: str) -> torch.Tensor:
     return sel.float()
 
 
-def entropy_regulariser(step_logits: torch.Tensor, step_mask: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
-    """Eq. (2): (1/N) sum_i Pi(x_i) * mean_{t selected} H(c_it), over a batch of N samples.
+def entropy_regulariser(step_logits: torch.Tensor, step_mask: torch.Tensor, hard: torch.Tensor,
+                        norm: str = "batch") -> torch.Tensor:
+    """Eq. (2): (1/D) sum_i Pi(x_i) * mean_{t selected} H(c_it), over a batch of N samples.
 
-    The paper sums over samples; dividing by N keeps the term's scale independent of the
-    batch size. When several steps of a sample are selected (Tab. 8 double dagger) their
+    The paper sums over samples. ``norm`` chooses D: ``batch`` -- D = N, so the term's scale does
+    not depend on the batch size; ``hard`` -- D = the number of hard samples (at least 1), the
+    authors' release. When several steps of a sample are selected (Tab. 8 double dagger) their
     entropies are averaged, so each hard sample weighs at most ln 2 whatever the setting and
     ``lreg_weight`` means the same for all three Tab. 8 settings.
     """
+    if norm not in LREG_NORMS:
+        raise UserError(f"methods.dpl.lreg_norm={norm!r} is unknown; choose one of: {', '.join(LREG_NORMS)}")
     ent = binary_entropy_with_logits(step_logits)  # (N, k)
     sel = step_mask.bool()
     per_sample = torch.where(sel, ent, torch.zeros_like(ent)).sum(dim=1) / sel.sum(dim=1).clamp_min(1)
     per_sample = torch.where(hard.bool(), per_sample, torch.zeros_like(per_sample))
-    return per_sample.sum() / max(step_logits.shape[0], 1)
+    if norm == "batch":  # equal shards under a launcher: the local N is this rank's share already
+        return per_sample.sum() / max(step_logits.shape[0], 1)
+    share = 1.0 / distributed.world_size()  # the global batch's hard samples, this rank's share
+    return per_sample.sum() / distributed.global_count(hard.bool().sum()).clamp_min(share)

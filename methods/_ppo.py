@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from benchmark.engine import distributed
 from benchmark.errors import UserError
 
 RETURNS = ("total", "to_go")
@@ -29,19 +30,36 @@ def step_rewards(step_logits: torch.Tensor, label: torch.Tensor, step_valid: tor
     return (c[:, 1:] - c[:, :-1]) * step_valid[:, 1:].to(c.dtype)
 
 
-def returns(rewards: torch.Tensor, mode: str = "total") -> torch.Tensor:
+def returns(rewards: torch.Tensor, mode: str = "total", gamma: float = 1.0, normalize: bool = False,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
     """R_t (N, k-1). ``total`` (the paper: "the sum of rewards at all steps"): every step gets
-    sum_s r_s; ``to_go`` (standard PPO, undiscounted): R_t = sum_{s >= t} r_s."""
+    sum_s r_s; ``to_go``: the discounted reward-to-go R_t = sum_{s >= t} gamma^(s-t) r_s (the
+    release: gamma 0.7). ``normalize``: standardise R over the ``mask``ed entries of the whole
+    batch x steps, (R - mean) / (std + 1e-8), population std (the release); 0 off the mask."""
     if mode == "total":
-        return rewards.sum(1, keepdim=True).expand_as(rewards)
-    if mode == "to_go":
-        return rewards.flip(1).cumsum(1).flip(1)
-    raise UserError(f"methods.dpl.ppo_return={mode!r} is unknown; choose one of: {', '.join(RETURNS)}")
+        ret = rewards.sum(1, keepdim=True).expand_as(rewards)
+    elif mode == "to_go":
+        acc, out = torch.zeros_like(rewards[:, 0]), []
+        for t in range(rewards.shape[1] - 1, -1, -1):
+            acc = rewards[:, t] + float(gamma) * acc
+            out.append(acc)
+        ret = torch.stack(out[::-1], 1) if out else rewards.clone()
+    else:
+        raise UserError(f"methods.dpl.ppo_return={mode!r} is unknown; choose one of: {', '.join(RETURNS)}")
+    if not normalize:
+        return ret
+    m = torch.ones_like(ret) if mask is None else mask.to(ret.dtype)
+    count = distributed.global_sum(m.sum()).clamp_min(1.0)  # over the global batch under a launcher
+    mean = distributed.global_sum((ret * m).sum()) / count
+    std = (distributed.global_sum(((ret - mean) ** 2 * m).sum()) / count).sqrt()
+    return (ret - mean) / (std + 1e-8) * m
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean over the masked entries of the global batch (data-parallel: this rank's share)."""
     mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+    share = 1.0 / distributed.world_size()
+    return (x * mask).sum() / distributed.global_count(mask.sum()).clamp_min(share)
 
 
 def clipped_surrogate(log_prob, old_log_prob, advantage, mask, eps: float = 0.2, form: str = "schulman"):
@@ -61,7 +79,7 @@ def clipped_surrogate(log_prob, old_log_prob, advantage, mask, eps: float = 0.2,
 
 
 def value_loss(value: torch.Tensor, ret: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Eq. (5): L_SE = E_t (V(f_t) - R_t)^2."""
+    """Eq. (5): L_SE = E_t (V(f_t) - R_t)^2 (``value_weight`` 0.5 gives the release's 0.5 * MSE)."""
     return _masked_mean((value - ret.detach()) ** 2, mask)
 
 

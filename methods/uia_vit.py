@@ -40,7 +40,8 @@ sets 1e-5), batch 96, 8 epochs.
 Deviations from the original:
 - random initialisation unless ``pretrained`` (the original starts from ImageNet-21k ViT-B/16);
 - the release lowers the lr on a validation-accuracy plateau (ReduceLROnPlateau, factor 0.5,
-  patience 10 validations); the harness has no validation loop, the recipe keeps the lr constant;
+  patience 10 validations); the harness's validation loop (``train.val``) logs and selects
+  checkpoints but drives no lr schedule: the recipe keeps the lr constant;
 - one fake logit with binary cross-entropy instead of a two-way softmax;
 - features gathered between refits live in memory only; every epoch's last iteration refits, so
   an epoch checkpoint holds no pending features and a run resumed from it is exact; the other
@@ -251,4 +252,11 @@ class UIAViT(Method):
         return losses
 
     def provenance(self) -> dict:
-        return {"backbone": self.backbone_name, "weights": self.weights}
+        info = {"backbone": self.backbone_name, "weights": self.weights}
+        if "random" in str(self.weights):
+            # measured (issue 14, CI profile): the plain baseline on this very ViT stayed at chance too
+            info["caveat"] = ("its ViT starts from random weights, and a ViT trained from scratch on a few "
+                              "thousand 64-px crops may not learn at all: read this row against the plain "
+                              "baseline on the same ViT (`python -m benchmark run protocol=cross_quality "
+                              "method=baseline_vit`), or load ImageNet weights (methods.uia_vit.pretrained)")
+        return info

@@ -48,9 +48,24 @@ CASES = {
     "baseline": {"backbone": "test_convnext"},
     "qad": {"backbone": "test_convnext", "hkr_weights": [0.1, 0.25, 0.5, 0.0, 0.0], "alpha_hkr": 0.0, "awp_gamma": 0.01,
             "awp_warmup_epochs": 0},
-    "dpl": {"backbone": "test_convnext", "hidden": 16, "policy_hidden": 8, "stage2_epochs": 1, "ppo_epochs": 2},
+    "dpl": {"backbone": "test_convnext", "reading": "paper", "hidden": 16, "policy_hidden": 8, "stage2_epochs": 1,
+            "ppo_epochs": 2},
+    # the release reading: L_REG over the global batch's hard samples, returns standardised and
+    # PPO terms averaged over the global batch. Stage II from the last stage-I epoch (the release's
+    # best-validation epoch needs val frames these cases do not pass); one view per image and
+    # uniform batches, because the draws above are sharded by item as the uniform sampler shards
+    # (balanced pairs and flattened views order a rank's items otherwise)
+    "dpl_release": {"method": "dpl", "backbone": "test_convnext", "reading": "release", "hidden": 16,
+                    "policy_hidden": 8, "stage2_epochs": 1, "stage1_checkpoint": "last", "views": "single",
+                    "sampler": "uniform"},
 }
-EPOCHS = {"baseline": 2, "qad": 1, "dpl": 1}  # DPL: one stage-I epoch, then its stage II
+EPOCHS = {"baseline": 2, "qad": 1, "dpl": 1, "dpl_release": 1}  # DPL: one stage-I epoch, then its stage II
+
+
+def build(name: str, **options):
+    """The case's method, built as the cases' runs build it (seed 0)."""
+    opts = {**CASES[name], **options}
+    return registry.get(registry.METHODS, opts.pop("method", name))(**opts)
 
 
 def make_crops(root: Path) -> pd.DataFrame:
@@ -108,12 +123,14 @@ def sharded_draws():
 
 
 def train_case(name: str, crops: pd.DataFrame, faces: Path, work: Path, launcher: str = "none", **options) -> dict:
+    from benchmark.data.views import compose
     registry.load_all()
     torch.manual_seed(0)
-    method = registry.get(registry.METHODS, name)(**{**CASES[name], **options})
+    method = build(name, **options)
+    cfg = {**CFG, "epochs": EPOCHS[name], **method.train_options()}  # as pipeline.stages.train does
     data = TrainFrames(crops, faces, seed=0, pair_manifest=None if "quality_pair" not in method.requires else crops.iloc[:0])
-    engine.train(method, data, work, {**CFG, "epochs": EPOCHS[name]}, seed=0, levels=levels, fingerprint=name,
-                 device="cpu", launcher=launcher)
+    engine.train(method, compose(data, cfg.get("views", "single")), work, cfg, seed=0, levels=levels,
+                 fingerprint=name, device="cpu", launcher=launcher)
     return {k: v.clone() for k, v in method.state_dict().items()}
 
 

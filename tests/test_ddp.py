@@ -3,7 +3,9 @@ same global batch (tests/_ddp_cases.py holds the cases and says how each compari
 
 The two-process run must end with the one-process weights (to float tolerance: the mean of two
 half-batch gradients is rounded otherwise than one full-batch gradient), for ``baseline``, for
-``qad`` with its adversarial weight perturbation and for DPL's stage II (PPO); each method's own
+``qad`` with its adversarial weight perturbation and for DPL's stage II (PPO), under the paper's
+reading and under the release's (whose L_REG and PPO normalise by counts of the global batch:
+``engine.distributed.global_count``); each method's own
 ``train_step`` must have run under the launcher (QAD's AWP changes the weights measurably; DPL's
 stage II took ``ppo_epochs`` optimiser steps per batch with the backbone frozen); and only rank 0
 wrote anything (Python's audit hook saw every file opened for writing, renamed or removed).
@@ -51,7 +53,7 @@ def test_two_processes_end_with_the_one_process_weights(runs, name):
     ddp = io.load_tensors(runs["out"] / name / "model.pt")
     assert _max_diff(ddp, runs["ref"][name]) < TOL
     torch.manual_seed(0)  # the weights moved far more than the tolerance: the comparison has teeth
-    init = cases.registry.get(cases.registry.METHODS, name)(**cases.CASES[name]).state_dict()
+    init = cases.build(name).state_dict()
     assert _max_diff(init, runs["ref"][name]) > 100 * TOL
     summary = json.loads((runs["out"] / name / "train.json").read_text())
     assert summary["compute"]["world_size"] == 2 and summary["compute"]["launcher"] == "pytorch"
@@ -69,14 +71,16 @@ def test_qad_weight_perturbation_ran_under_the_launcher(runs, tmp_path):
     assert _max_diff(plain, ddp) > 100 * _max_diff(ddp, runs["ref"]["qad"])
 
 
-def test_dpl_stage2_ran_its_ppo_updates_under_the_launcher(runs):
-    stage1 = torch.load(runs["out"] / "dpl" / "I" / "epoch_1.pth", weights_only=True)["state_dict"]
-    stage2 = torch.load(runs["out"] / "dpl" / "II" / "epoch_1.pth", weights_only=True)
+@pytest.mark.parametrize("name, updates, trained", [("dpl", 2, {"policy", "value"}),  # ppo_epochs 2
+                                                     ("dpl_release", 1, {"policy"})])  # V shares Phi's trunk
+def test_dpl_stage2_ran_its_ppo_updates_under_the_launcher(runs, name, updates, trained):
+    stage1 = torch.load(runs["out"] / name / "I" / "epoch_1.pth", weights_only=True)["state_dict"]
+    stage2 = torch.load(runs["out"] / name / "II" / "epoch_1.pth", weights_only=True)
     steps = {int(s["step"]) for s in stage2["optimizer"]["state"].values()}
-    assert steps == {2 * cases.CASES["dpl"]["ppo_epochs"]}  # 2 batches x ppo_epochs updates each
+    assert steps == {2 * updates}  # 2 batches x ppo_epochs updates each
     final = stage2["state_dict"]
     moved = {k.split(".")[1] for k in final if not torch.equal(final[k], stage1[k])}
-    assert moved == {"policy", "value"}  # Phi and V trained, everything else frozen
+    assert moved == trained  # Phi (and V) trained, everything else frozen
 
 
 def test_only_rank_0_wrote(runs):

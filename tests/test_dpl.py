@@ -57,9 +57,12 @@ def test_entropy_regulariser_matches_hand_computation():
     assert entropy_regulariser(step_logits, steps, hard).item() == pytest.approx(0.396692, abs=1e-6)
 
 
-def test_hard_samples_are_the_misclassified_ones():
-    z, y = torch.tensor([0.3, -0.2, 0.0, -4.0]), torch.tensor([0, 0, 0, 1])
-    assert hard_sample_mask(z, y).tolist() == [1.0, 0.0, 1.0, 1.0]  # P(fake) >= 0.5 counts as fake
+def test_hard_samples_are_those_with_cross_entropy_above_ln2():
+    # CE = softplus(z) for a real (y=0), softplus(-z) for a fake; ln 2 = 0.693147:
+    #  z=0.3,y=0: 0.854355 > ln2 -> hard;  z=-0.2,y=0: 0.598139 -> easy;  z=0,y=0: exactly ln 2 -> easy;
+    #  z=-4,y=1: 4.018150 -> hard;  z=0.01,y=1: 0.688159 -> easy;  z=-0.01,y=1: 0.698159 -> hard
+    z, y = torch.tensor([0.3, -0.2, 0.0, -4.0, 0.01, -0.01]), torch.tensor([0, 0, 0, 1, 1, 1])
+    assert hard_sample_mask(z, y).tolist() == [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]
 
 
 def test_lreg_steps_select_the_tab8_steps():
@@ -72,13 +75,13 @@ def test_lreg_steps_select_the_tab8_steps():
 
 
 @pytest.mark.parametrize("mode,expected", [
-    # the hand example above with k=3, both samples hard (final logits 0.0 and LN3 vs labels 0, 0)
+    # the hand example above with k=3, both samples hard (final logits 0.5 and LN3 vs labels 0, 0)
     ("first", (0.693147 + 0.693147) / 2),            # step 1 of each: H(.5), H(.5)
     ("last", (0.562335 + 0.562335) / 2),             # step 2 of sample 0, step 3 of sample 1
     ("all_up_to_last", (0.627741 + (0.693147 * 2 + 0.562335) / 3) / 2),
 ])
 def test_dpl_loss_applies_lreg_at_the_selected_steps_and_sign(mode, expected):
-    out = {"logit": torch.tensor([0.0, LN3]), "last_step": torch.tensor([2, 3]),
+    out = {"logit": torch.tensor([0.5, LN3]), "last_step": torch.tensor([2, 3]),
            "step_logits": torch.tensor([[0.0, LN3, 7.0], [0.0, 0.0, LN3]])}
     b = {"label": torch.tensor([0, 0])}
     plus = dpl(k=3, lreg_steps=mode, lreg_weight=0.5).loss(out, b)
@@ -189,7 +192,7 @@ def test_level2_sample_ignores_the_masks_of_later_steps(monkeypatch):
 def test_without_vqpl_p1_is_gone_and_the_output_changes():
     full, ablated = dpl(seed=0).eval(), dpl(seed=0, use_vqpl=False).eval()
     missing, unexpected = ablated.load_state_dict(full.state_dict(), strict=False)
-    assert not missing and unexpected and all(n.startswith("gru_vq.") for n in unexpected)
+    assert not missing and unexpected and all(n.startswith(("gru_vq.", "proj_vq.")) for n in unexpected)
     assert not any(n.startswith("gru_vq") for n, _ in ablated.named_parameters())
     b = batch([1, 4], [2, 3])
     with torch.no_grad():

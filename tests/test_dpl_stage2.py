@@ -82,14 +82,16 @@ def test_eq6_combines_the_terms_with_advantage_r_minus_v():
 
 
 # -- structure ----------------------------------------------------------------------------
-def test_stage2_trains_only_phi_and_v_everything_else_is_bit_identical():
+@pytest.mark.parametrize("trunk", ["separate", "shared"])
+def test_stage2_trains_only_phi_and_v_everything_else_is_bit_identical(trunk):
     torch.manual_seed(0)
-    model = DPL(**TINY)
+    model = DPL(**TINY, policy_trunk=trunk)
     model.set_stage("II")
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     params = [p for p in model.parameters() if p.requires_grad]
-    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"policy", "value"}
+    trained = {"policy", "value"} if trunk == "separate" else {"policy"}  # shared: V is a head of Phi
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == trained
     wrapper = OptimWrapper(torch.optim.Adam(params, lr=1e-2))
     b = batch(8)
     losses = model.train_step(b, wrapper)
@@ -97,7 +99,8 @@ def test_stage2_trains_only_phi_and_v_everything_else_is_bit_identical():
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("policy.", "value.")) for k in changed), changed
-    assert any(k.startswith("policy.") for k in changed) and any(k.startswith("value.") for k in changed)
+    value = "value." if trunk == "separate" else "policy.value_head."
+    assert any(k.startswith("policy.out.") for k in changed) and any(k.startswith(value) for k in changed)
     assert not model.backbone.training  # BatchNorm statistics frozen in stage II
 
 
@@ -109,8 +112,8 @@ def test_stage2_old_policy_ratio_starts_at_one():
     b = batch(6)
     with torch.no_grad():
         out = model(b)
-        old, _ = model.policy.evaluate(out["fsm_pooled"][:, :-1], out["actions"])
-    new, _ = model.policy.evaluate(out["fsm_pooled"][:, :-1], out["actions"])
+        old = model.policy.evaluate(out["fsm_pooled"][:, :-1], out["actions"])[0]
+    new = model.policy.evaluate(out["fsm_pooled"][:, :-1], out["actions"])[0]
     torch.testing.assert_close(new, old)
     # the sampled actions are scaled to the window starts the FSM used
     want = torch.round(out["actions"].clamp(0, 1) * (model.channels - model.delta)).long()
@@ -144,14 +147,19 @@ def test_each_dpl_variant_builds_trains_a_step_and_differs_where_it_should(name)
     _, opts = pipeline.resolve_method(params, name)
     if "backbone" in opts and opts["backbone"] != "resnet10t":
         pytest.skip("a Tab. 6 backbone swap: built and stepped in test_variant_backbones_build")
+    # the reading under which the variant differs from dpl (Tab. 8's dagger is the release's own L_REG)
+    reading = next((r for r in ("release", "paper")
+                    if _resolved(params, name, r) != _resolved(params, "dpl", r)), None)
+    if reading is None and "backbone" in params["methods"][name]:
+        pytest.skip("a Tab. 6 row at the default backbone: the pipeline reuses dpl's model (stages._reuse)")
+    assert reading, f"{name} resolves to the same options as dpl under both readings"
+    params = config.load_params({"methods.dpl.backbone": "resnet10t", "methods.dpl.hidden": "16",
+                                 "methods.dpl.policy_hidden": "8", "methods.dpl.reading": reading})
     torch.manual_seed(0)
     variant = pipeline.build_method(params, name)
     torch.manual_seed(0)
     full = pipeline.build_method(params, "dpl")
-    diff = {k: v for k, v in opts.items() if params["methods"]["dpl"].get(k) != v}
-    if not diff and "backbone" in params["methods"][name]:
-        pytest.skip("a Tab. 6 row at the default backbone: the pipeline reuses dpl's model (stages._reuse)")
-    assert diff, f"{name} resolves to the same options as dpl"
+    diff = {k: v for k, v in _resolved(params, name, reading).items() if _resolved(params, "dpl", reading)[k] != v}
     b = batch(6)
     for stage, _ in variant.training_stages(1):
         variant.set_stage(stage)
@@ -165,7 +173,7 @@ def test_each_dpl_variant_builds_trains_a_step_and_differs_where_it_should(name)
     if "stage2_epochs" in diff:
         assert stages_v == [("I", 1)] and len(stages_f) == 2 and not hasattr(variant, "policy")
         return
-    if "lreg_weight" in diff or "lreg_steps" in diff:  # same network, another objective
+    if {"lreg_weight", "lreg_steps"} & set(diff):  # same network, another objective
         out = full.train()(b)
         assert variant.loss(out, b)["loss"].item() != full.loss(out, b)["loss"].item()
         return
@@ -175,6 +183,17 @@ def test_each_dpl_variant_builds_trains_a_step_and_differs_where_it_should(name)
     variant.eval(), full.eval()
     with torch.no_grad():
         assert not torch.allclose(variant(b)["logit"], full(b)["logit"])
+
+
+def _resolved(params, name, reading):
+    """Every option of ``name`` as the model sees it when methods.dpl.reading is ``reading``
+    (a variant's own ``reading`` wins), preset + explicit options."""
+    from methods import _dpl_readings
+    _, opts = pipeline.resolve_method(params, name)
+    own = opts.pop("reading")  # the variant's own reading, or its base's
+    reading = own if own != params["methods"]["dpl"]["reading"] else reading
+    given = {k: opts.pop(k) for k in list(opts) if k in _dpl_readings.KEYS}
+    return {**opts, "reading": reading, **_dpl_readings.resolve(reading, given)[0]}
 
 
 def test_tab9_without_clip_weights_says_stand_in():
@@ -202,17 +221,18 @@ def test_a_variant_key_follows_its_base():
 
 
 @pytest.mark.parametrize("mode,expected", [
-    # labels 0 0 1; step predictions wrong where P(fake) >= .5 disagrees with the label.
-    # step: s0 steps 1-2 wrong: mean(H(.5), H(.75)) = .627741; s1 all 3 wrong: H(.5) = .693147;
-    #       s2 only step 2 (logit -3) wrong: H(sigmoid(-3)) = .190865      -> 1.511753 / 3
-    ("step", 0.503918),
-    # final: s0 (final LN3, label 0) and s1 (final 0, label 0) hard, s2 (final 9) not -> 1.320888 / 3
-    ("final", 0.440296),
+    # labels 0 0 1; a prediction is wrong where its CE > ln 2 (P(true) < .5; logit 0 is not wrong).
+    # step: s0 only step 2 (LN3) wrong: H(.75) = .562335; s1 (all logits 0) none;
+    #       s2 only step 2 (logit -3) wrong: H(sigmoid(-3)) = .190865      -> 0.753200 / 3
+    ("step", 0.251067),
+    # final: s0 (final LN3, label 0) hard: mean(H(.5), H(.75)) = .627741; s1 (final 0) and s2 (final 9)
+    # not -> 0.627741 / 3
+    ("final", 0.209247),
 ])
 def test_hard_sample_readings_by_hand(mode, expected):
     out = {"logit": torch.tensor([LN3, 0.0, 9.0]), "last_step": torch.tensor([2, 3, 3]),
            "step_logits": torch.tensor([[0.0, LN3, 5.0], [0.0, 0.0, 0.0], [LN3, -3.0, 9.0]])}
-    model = DPL(**TINY, k=3, hard_samples=mode)
+    model = DPL(**TINY, k=3, hard_samples=mode, reading="paper")  # L_REG as printed: all steps, / N
     assert model.loss(out, {"label": torch.tensor([0, 0, 1])})["lreg"].item() == pytest.approx(expected, abs=1e-5)
 
 

@@ -51,6 +51,9 @@ PROTOCOL_CUTS = {
     "ablation_fusion": {"methods": [{"name": "dpl", "label": "Add"}, {"name": "dpl_concat", "label": "Concat"}]},
     "ablation_lreg": {"methods": [{"name": "dpl", "label": "all"}, {"name": "dpl_lreg_last", "label": "last"}]},
     "ablation_clip": {"methods": [{"name": "dpl_clip_add_psi", "label": "Add(CLIP, Psi)"}]},
+    "ablation_reading": {"methods": [{"name": "baseline", "label": "Baseline (BCE)"},
+                                     {"name": "dpl_r_lreg", "label": "release, L_REG as printed"},
+                                     {"name": "dpl", "label": "DPL, release reading"}]},
 }
 
 
@@ -175,18 +178,18 @@ def test_nothing_to_do_again_for_dvc_and_run(project):
 
 def test_an_experiment_shows_its_metric_beside_the_workspace(project):
     proj, env = project
-    # one variant's option (Tab. 8's "last" row): only its own training reruns, not its base DPL's
-    exp = subprocess.run([str(DVC), "exp", "run", "-n", "lreg", "-S", "methods.dpl_lreg_last.lreg_sign=-1"],
+    # one variant's option (Tab. 7's Concat row): only its own training reruns, not its base DPL's
+    exp = subprocess.run([str(DVC), "exp", "run", "-n", "fusion", "-S", "methods.dpl_concat.fusion=attention"],
                          cwd=proj, env=env, capture_output=True, text=True)
     assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
     ran = set(re.findall(r"Running stage '([^']+)'", exp.stdout))
-    assert {n for n in ran if n.startswith("train-")} == {"train-dpl_lreg_last-ff_c23@0"}, sorted(ran)
-    assert "metrics-ablation_lreg" in ran and "metrics-cross_quality" not in ran, sorted(ran)
+    assert {n for n in ran if n.startswith("train-")} == {"train-dpl_concat-ff_c23@0"}, sorted(ran)
+    assert "metrics-ablation_fusion" in ran and "metrics-cross_quality" not in ran, sorted(ran)
     show = subprocess.run([str(DVC), "exp", "show", "--json"], cwd=proj, env=env, capture_output=True, text=True)
-    assert show.returncode == 0 and '"lreg"' in show.stdout and "results/metrics/ablation_lreg.json" in show.stdout
+    assert show.returncode == 0 and '"fusion"' in show.stdout and "results/metrics/ablation_fusion.json" in show.stdout
     diff = subprocess.run([str(DVC), "metrics", "diff", "HEAD", "--json"], cwd=proj, env=env, capture_output=True,
                           text=True)
-    assert diff.returncode == 0 and "results/metrics/ablation_lreg.json" in diff.stdout
+    assert diff.returncode == 0 and "results/metrics/ablation_fusion.json" in diff.stdout
     subprocess.run(["git", "checkout", "-q", "--", "."], cwd=proj, check=True)
     subprocess.run([str(DVC), "checkout", "-q"], cwd=proj, env=env, check=True)
 

@@ -100,6 +100,21 @@ def test_the_report_marks_a_diverged_training(tmp_path, monkeypatch):
     assert rows == [("baseline", "baseline"), ("dpl", "dpl †")]
 
 
+def test_a_methods_caveat_marks_its_rows_and_is_said_once(tmp_path, monkeypatch):
+    """UIA-ViT from random init says what its row measures; seeds with the same caveat say it once."""
+    from methods.uia_vit import UIAViT
+    monkeypatch.chdir(tmp_path)
+    caveat = UIAViT(backbone="vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, feature_layer=1,
+                    attention_layers=(2,)).provenance()["caveat"]
+    assert "baseline_vit" in caveat and "pretrained" in caveat
+    for seed in (0, 1):
+        record = tmp_path / f"models/ff_c23/uia_vit/seed{seed}/train.json"
+        record.parent.mkdir(parents=True)
+        record.write_text(json.dumps({"provenance": {"weights": "random init", "caveat": caveat}}))
+    notes, marks = provenance.flagged(["baseline", "uia_vit"], [0, 1], ["ff_c23"])
+    assert marks == {"uia_vit": "†"} and notes == [f"† uia_vit: {caveat}"]
+
+
 @pytest.mark.parametrize("damage, fragment", [
     (lambda p: p.write_bytes(p.read_bytes()[:100]), "cannot be loaded as tensors"),
     (lambda p: torch.save({"state_dict": {"method.other": torch.zeros(2)}}, p), "holds another model's tensors"),

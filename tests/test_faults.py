@@ -350,12 +350,12 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_the_rerun_resumes
     full = len(steps)
     real, calls = checkpoint.AtomicLocalBackend.put, []
 
-    def full_on_second(self, obj, filepath):
-        calls.append(filepath)
-        if len(calls) == 2:
+    def full_at_epoch_2(self, obj, filepath):  # (epoch 1's validation writes other files before it)
+        calls.append(Path(filepath).name)
+        if calls[-1] == "epoch_2.pth" and calls.count("epoch_2.pth") == 1:
             raise _enospc(filepath)
         return real(self, obj, filepath)
-    monkeypatch.setattr(checkpoint.AtomicLocalBackend, "put", full_on_second)
+    monkeypatch.setattr(checkpoint.AtomicLocalBackend, "put", full_at_epoch_2)
     proj = extracted["train"]
     rc, err = _main(argv, proj, monkeypatch, capsys)
     err = _one_error_line(err)
@@ -363,6 +363,9 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_the_rerun_resumes
     assert not (proj / "models/ff_c23/baseline").joinpath("seed0").exists()
     partial = next((proj / ".benchmark/work").glob(".models__ff_c23__baseline__seed0.partial-*"))
     assert [p.name for p in partial.glob("epoch_*.pth")] == ["epoch_1.pth"]  # intact; no half of epoch 2
+    # the disk filled at the epoch-2 checkpoint: before it epoch 1's, its best-validation copy and
+    # epoch 1's again (mmengine rewrites it after a new best, to record the best in its hub)
+    assert calls[:calls.index("epoch_2.pth")] == ["epoch_1.pth", "best_auc_epoch_1.pth", "epoch_1.pth"], calls
     monkeypatch.setattr(checkpoint.AtomicLocalBackend, "put", real)
     steps.clear()
     assert _main(argv, proj, monkeypatch, capsys)[0] == 0

@@ -103,16 +103,30 @@ def test_quantile_binning_known_array():
 def test_fixed_binning_boundaries():
     lev = IndicatorLevels.fit(None, None, "fixed", 5)
     vqi = np.array([1.0, 0.55, 0.5499, 0.5, 0.45, 0.40, 0.3999, 0.0])
-    fii = np.array([0.0, 0.4999, 0.5, 0.65, 0.7999, 0.8, 0.9, 1.0])
-    v, f = lev.levels_from_scores(vqi, fii)
+    v, _ = lev.levels_from_scores(vqi, np.zeros(8))
     assert v.tolist() == [1, 1, 2, 2, 3, 4, 5, 5]
-    assert f.tolist() == [1, 1, 2, 3, 3, 4, 5, 5]
-    v32, f32 = lev.levels_from_scores(vqi.astype(np.float32), fii.astype(np.float32))
-    assert v32.tolist() == v.tolist() and f32.tolist() == f.tolist()
+    # the release's FII thresholds are on P(genuine) = 1 - fii: [0,50) [50,65) [65,80) [80,90) [90,100]
+    genuine = np.array([0.0, 0.4999, 0.5, 0.6499, 0.65, 0.7999, 0.8, 0.8999, 0.9, 1.0])
+    _, f = lev.levels_from_scores(np.zeros(10), 1.0 - genuine)
+    assert f.tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # direction: the most manipulated-looking face (fii = P(manipulated) = 1) is level 1, the
+    # most identifiable, as under quantile binning and in the paper (§3.2)
+    assert lev.levels_from_scores(np.zeros(2), np.array([1.0, 0.0]))[1].tolist() == [1, 5]
+    v32, f32 = lev.levels_from_scores(vqi.astype(np.float32), (1.0 - genuine[:8]).astype(np.float32))
+    assert v32.tolist() == v.tolist() and f32.tolist() == f.tolist()[:8]
     with pytest.raises(UserError):
         IndicatorLevels.fit(None, None, "fixed", 4)
     again = IndicatorLevels.from_dict(json.loads(json.dumps(lev.to_dict())))
     assert again == lev
+
+
+def test_round_percent_rounds_before_thresholding():
+    plain, rounded = (IndicatorLevels.fit(None, None, "fixed", 5, round_percent=r) for r in (False, True))
+    # P(genuine) 0.4951 -> 49.51 % -> 50 %: level 2 once rounded, level 1 otherwise; VQI 0.54951 -> 55 %
+    args = np.array([0.54951]), np.array([1 - 0.4951])
+    assert [t.item() for t in plain.levels_from_scores(*args)] == [2, 1]
+    assert [t.item() for t in rounded.levels_from_scores(*args)] == [1, 2]
+    assert IndicatorLevels.from_dict(rounded.to_dict()) == rounded != plain
 
 
 def test_fallback_meaning_and_determinism(photo):
@@ -237,6 +251,19 @@ def test_pretrained_tag_from_cache_else_open_clips_download(tiny_weights, tmp_pa
     for weights in ("fake", None):
         ind = OpenCLIPIndicator(model=TINY, weights=weights, cache_dir=str(tmp_path))
         assert ind.describe()["weights"] == "fake"
+
+
+def test_prompts_without_the_full_stop_are_another_text_embedding(tiny_weights, photo):
+    imgs = as_batch(cv2.resize(photo, (64, 64)))
+    printed = OpenCLIPIndicator(model=TINY, weights=str(tiny_weights))
+    release = OpenCLIPIndicator(model=TINY, weights=str(tiny_weights), prompt_period=False)
+    assert release.describe()["prompts"] == {"vqi": ["Good photo", "Bad photo"],
+                                             "fii": ["manipulated face", "genuine face"]}
+    assert printed.describe()["prompts"]["vqi"] == ["Good photo.", "Bad photo."]
+    assert not np.allclose(printed.score(imgs)["fii"], release.score(imgs)["fii"])
+    # a fitted file remembers the prompts: the other reading is a different backend
+    assert build_indicator({"backend": "open_clip", "model": TINY, "weights": str(tiny_weights),
+                            "prompt_period": False}).describe()["prompt_period"] is False
 
 
 def test_images_at_the_model_size_skip_pil_with_the_same_numbers(tiny_weights, photo):

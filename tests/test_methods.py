@@ -227,8 +227,9 @@ def test_own_recipe_builds_and_steps_with_mmengine(name):
 
 def test_recipe_sources_and_epochs():
     from benchmark.engine import optim
+    from benchmark.method import Method
 
-    class Own(torch.nn.Module):
+    class Own(Method):  # (Method's defaults: no recipe_overrides)
         def stage_recipe(self, stage):
             return {"optimizer": {"type": "SGD", "lr": 0.1}, "batch_size": 4, "epochs": 30,
                     "param_scheduler": [{"type": "StepLR", "step_size": 2, "by_epoch": True}]}

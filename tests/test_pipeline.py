@@ -118,7 +118,8 @@ def test_the_default_grid_is_the_whole_paper(monkeypatch):
 def test_a_method_depends_on_the_helpers_it_imports():
     deps = {m: set(graph.code_deps("train", [m])) for m in ("dpl", "baseline", "f3net")}
     assert {"methods/dpl.py", "methods/_ppo.py", "methods/_dpl_parts.py", "methods/_losses.py"} <= deps["dpl"]
-    assert not any(d.startswith("methods/_") and d != "methods/__init__.py" for d in deps["baseline"])
+    helpers = {d for d in deps["baseline"] if d.startswith("methods/_") and d != "methods/__init__.py"}
+    assert helpers == {"methods/_losses.py"}  # its focal-loss option (baseline.loss), nothing of DPL's
     assert "methods/baseline.py" in deps["baseline"]
     assert "methods/_staged.py" in deps["f3net"] and "methods/_ppo.py" not in deps["f3net"]
     assert "benchmark/engine" in deps["baseline"] and not any("pipeline" in d for d in deps["baseline"])
@@ -337,3 +338,19 @@ def test_run_executes_what_dvc_finds_stale_in_parallel_and_records_it(tmp_path, 
     assert (tmp_path / "b.txt").read_text() == "yab"
     (tmp_path / "params.yaml").write_text("b: 1\nc: 2\n")  # params.yaml is parsed once for all stages
     assert run() == ["c"] and "[skip] b: up to date" in capsys.readouterr().out
+
+
+def test_publish_keeps_an_earlier_stages_last_and_best_validation_checkpoints(tmp_path):
+    """A variant that reuses stage I (``stages._reuse``) finds its last checkpoint, and under
+    ``train.select: best_val`` its best-validation one."""
+    from benchmark.pipeline import stages
+    work, out = tmp_path / "work", tmp_path / "out"
+    for name in ("I/epoch_1.pth", "I/epoch_2.pth", "I/best_auc_epoch_1.pth", "II/epoch_1.pth",
+                 "II/best_auc_epoch_1.pth", "model.pt", "history.csv"):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_bytes(name.encode())
+    (work / "train.json").write_text(json.dumps({"recipe": {"I": {}, "II": {}}}))
+    stages._publish(work, out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "I/best_auc_epoch_1.pth", "I/epoch_2.pth", "history.csv", "model.pt", "train.json"]
+    assert (out / "I/epoch_2.pth").read_bytes() == b"I/epoch_2.pth" and not work.exists()

@@ -182,6 +182,9 @@ def test_a_key_added_since_the_reference_keeps_it_comparable_only_at_its_default
     assert comparable.differences(old, own, params) == [("train.recipe", comparable.ABSENT, "own")]
     changed = comparable.differences(ref, comparable.grid_params(config.load_params()), params)
     assert ("train.epochs", 6, 10) in changed and ("methods.dpl.stage2_epochs", 2, 5) in changed
+    # a reference made with another number of stages at once compares: grid.jobs changes no number
+    jobs = comparable.grid_params(config.load_params({"profile": "ci", "grid.jobs": "1"}))
+    assert jobs == ref and comparable.differences({**ref, "grid.jobs": 1}, jobs, params) == []
 
 
 def test_a_reference_that_records_no_params_is_refused_with_the_command_that_regenerates_it(tmp_path):

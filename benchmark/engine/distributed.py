@@ -116,6 +116,27 @@ def average_gradients(params) -> None:
         all_reduce_params([p.grad for p in params if p.grad is not None], op="mean")
 
 
+def global_count(n: torch.Tensor) -> torch.Tensor:
+    """A count (hard samples, masked entries) over the global batch, as a rank's share of it:
+    sum over the ranks / world size. A rank's loss ``local sum / max(global_count, 1/W)`` then
+    averages (``GradSync``) to the one-process ``global sum / max(global n, 1)``; in one process
+    it is ``n`` itself."""
+    n = n.detach().float()
+    if world_size() > 1:
+        n = n.clone()
+        dist.all_reduce(n)
+        n = n / world_size()
+    return n
+
+
+def global_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (no gradient) summed over the ranks: statistics of the global batch."""
+    t = t.detach().clone()
+    if world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
 def average(tensors) -> None:
     if world_size() > 1:
         all_reduce_params(list(tensors), op="mean")

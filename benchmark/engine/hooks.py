@@ -5,7 +5,8 @@
 * ``EpochSeedHook``: reseeds torch's global generator at every epoch from (seed, epoch) and, in a
   data-parallel run, the rank (rank 0 keeps the one-process stream), so a run resumed after an
   interruption is bit-identical to an uninterrupted one. The dataset's augmentation is seeded by
-  (seed, epoch, index) through the sampler (``engine.loaders``).
+  (seed, epoch, index) through the sampler (``engine.loaders``). It tells the method the epoch
+  (``Method.set_epoch``).
 * ``TrainProgressHook``: tells the method, before every iteration, where training stands
   (``Method.on_train_iter``: iteration within the stage, its total, iterations per epoch).
 * ``HistoryHook``: one row per finished epoch (1-based) in ``<work_dir>/history.json``: mean
@@ -57,6 +58,7 @@ class EpochSeedHook(Hook):
         # when it built the epoch's iterator, before the loader got a generator of its own
         # (engine.loaders): kept, so runs reproduce the numbers of earlier versions bit for bit.
         torch.empty((), dtype=torch.int64).random_()
+        getattr(runner.model, "module", runner.model).method.set_epoch(runner.epoch)
 
 
 @HOOKS.register_module()

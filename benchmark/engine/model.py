@@ -5,6 +5,9 @@ mmengine's ``cast_data`` (``non_blocking``: the loader pins its batches on CUDA)
 crops into floats in [0, 1] (optionally channels_last) and, for methods that require
 ``indicator_levels``, computes the VQI/FII levels on the very image the method sees (after
 augmentation), on the device, outside autocast (the levels' bins were fitted at full precision).
+An item that carries several views of one image (``image`` (V, 3, H, W), e.g.
+``benchmark.data.views.JPEGViews``) is flattened into the batch, view after view of each image,
+its other per-item tensors repeated V times.
 ``MethodModel.train_step`` leaves the optimisation itself to the method (``Method.train_step``),
 so a method with its own step (QAD's adversarial weight perturbation, DPL's PPO) keeps it; the
 optimiser wrapper's context (autocast under ``train.amp``) covers the method's step only.
@@ -26,7 +29,7 @@ class LevelsPreprocessor(BaseDataPreprocessor):
         self.channels_last = bool(channels_last)
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        data = self.cast_data(dict(data))
+        data = flatten_views(self.cast_data(dict(data)))
         if self._levels[0] is not None:
             vqi, fii = self._levels[0](data["image"])
             data["vqi_level"], data["fii_level"] = vqi.to(self.device), fii.to(self.device)
@@ -35,6 +38,18 @@ class LevelsPreprocessor(BaseDataPreprocessor):
                 image = data[key].float().div_(255)
                 data[key] = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
         return {"batch": data}
+
+
+def flatten_views(data: dict) -> dict:
+    """(N, V, 3, H, W) images -> (N*V, 3, H, W); every other (N, ...) tensor repeated V times."""
+    images = data["image"]
+    if images.dim() != 5:
+        return data
+    n, v = images.shape[:2]
+    out = {k: t.repeat_interleave(v, dim=0) if isinstance(t, torch.Tensor) and t.shape[:1] == (n,) else t
+           for k, t in data.items()}
+    out["image"] = images.flatten(0, 1)
+    return out
 
 
 class MethodModel(BaseModel):

@@ -17,8 +17,10 @@ with params.yaml ``train``'s keys) or ``own`` (the method's ``Method.stage_recip
 original's settings, over the shared ones for the keys it does not set). ``train.recipe_epochs``
 chooses, under ``own``, whose epoch count a stage runs: ``shared`` (params.yaml ``train.epochs``,
 the default: the originals train 5-32 epochs of FF++, which the CPU grid cannot afford for every
-method) or ``own`` (the original's). The recipe a stage ran with, with ``source`` (``shared`` or
-``own``), is written into ``train.json`` (``engine.train``); ``describe`` is its one-line form
+method) or ``own`` (the original's). Whatever the source,
+keys a method's own options fix for a stage (``Method.recipe_overrides(stage)``, e.g. DPL's
+``stage2_optimizer``) are applied last. The recipe a stage ran with, with ``source`` (``shared``
+or ``own``), is written into ``train.json`` (``engine.train``); ``describe`` is its one-line form
 for the report's provenance.
 
 ``optim_wrapper(method, recipe, amp, device)`` builds mmengine's ``OptimWrapper`` (``amp: none``)
@@ -62,15 +64,15 @@ def stage_recipe(method, stage: str, cfg: dict) -> dict:
     ``source``: where it came from (``shared`` or ``own``)."""
     source, epochs_from = _choice(cfg, "recipe"), _choice(cfg, "recipe_epochs")
     recipe = shared_recipe(cfg)
-    if source == "own":
-        own = dict(method.stage_recipe(stage))
-        unknown = sorted(set(own) - set(RECIPE_KEYS))
+    own = dict(method.stage_recipe(stage)) if source == "own" else {}
+    if own and epochs_from == "shared":
+        own.pop("epochs", None)
+    for hook, part in [("stage_recipe", own), ("recipe_overrides", method.recipe_overrides(stage))]:
+        unknown = sorted(set(part) - set(RECIPE_KEYS))
         if unknown:
-            raise UserError(f"{type(method).__name__}.stage_recipe({stage!r}) has unknown keys {unknown}; "
+            raise UserError(f"{type(method).__name__}.{hook}({stage!r}) has unknown keys {unknown}; "
                             f"a recipe has {', '.join(RECIPE_KEYS)}")
-        if epochs_from == "shared":
-            own.pop("epochs", None)
-        recipe.update(own)
+        recipe.update(part)
     recipe["param_scheduler"] = [{"end": int(recipe["epochs"]), **s} for s in recipe["param_scheduler"] or []]
     recipe["source"] = source
     return recipe

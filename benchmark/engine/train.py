@@ -6,7 +6,8 @@ and parameter schedulers (built from the stage's recipe, ``engine.optim``), the 
 last checkpoint (``resume=True``), logging and seeding (``randomness``). What we add:
 ``engine.model`` (a Method as a ``BaseModel``), ``engine.checkpoint`` (checkpoints that load
 with ``weights_only=True``) and ``engine.hooks`` (progress bar, per-epoch reseeding, the
-per-epoch history).
+per-epoch history) and ``engine.validate`` (per-epoch validation AUC through mmengine's
+``ValLoop``; ``train.select`` picks the last or the best-validation checkpoint).
 
 ``train`` runs a method's ``training_stages`` in order, each its own resumable Runner, and
 writes ``model.pt`` (the method's tensors only), ``train.json`` and ``history.csv``.
@@ -44,7 +45,7 @@ from mmengine.runner import Runner
 
 from benchmark import io
 from benchmark.engine import device as dev
-from benchmark.engine import distributed, optim
+from benchmark.engine import distributed, optim, validate
 from benchmark.engine.checkpoint import latest_checkpoint, load_state, method_state, prune_checkpoints
 from benchmark.engine.guards import Diverged, DivergenceGuard
 from benchmark.engine.hooks import read_history
@@ -56,17 +57,20 @@ _RUNS = itertools.count()  # mmengine keys global loggers/visualizers by experim
 
 
 def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fingerprint: str = "",
-          device="auto", launcher: str = "none") -> dict:
+          device="auto", launcher: str = "none", val_data=None) -> dict:
     """Train ``method`` on ``dataset`` (a ``TrainFrames``) into ``work_dir``.
 
     ``cfg`` is params.yaml ``train``; ``device`` and ``launcher`` are params.yaml's top-level keys
-    (``engine.device``, ``engine.distributed``). Trains in ``partial_dir(work_dir, fingerprint)``,
+    (``engine.device``, ``engine.distributed``); ``val_data`` (frames with ``image`` and ``label``,
+    or None) is scored after every epoch (``engine.validate``). Trains in ``partial_dir(work_dir, fingerprint)``,
     resuming from its last checkpoints, and swaps it in for ``work_dir`` once complete (module
     docstring); writes ``model.pt`` (the method's tensors only, on the CPU), ``train.json`` and
     ``history.csv``. A method with several ``training_stages`` runs each as its own Runner
     under ``<dir>/<stage>/`` (see ``run_stages``).
     """
     work_dir = Path(work_dir)
+    select = validate.check_select(cfg.get("select", "last"), val_data is not None)
+    stage_picks(method, cfg, val_data is not None)  # a bad choice stops here, before anything is touched
     target = distributed.init(launcher, device)
     dev.amp_dtype(cfg.get("amp", "none"), target)  # what cannot run fails before anything is touched
     for name, epochs in method.training_stages(cfg["epochs"]):
@@ -88,7 +92,12 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
     method.to(target)
     start = time.perf_counter()
     with dev.nondeterministic_ops() as skipped:
-        stages = run_stages(method, dataset, partial, {**cfg, "device": target, "launcher": launcher}, seed, levels)
+        stages = run_stages(method, dataset, partial, {**cfg, "device": target, "launcher": launcher}, seed, levels,
+                            val_data)
+    if select == "best_val" and "diverged" not in stages[-1]:  # ends with the last stage's best-validation epoch
+        best = validate.best_checkpoint(stage_dirs(partial, [s["stage"] for s in stages])[-1])
+        load_state(method, method_state(best), best)
+        stages[-1]["ended_with"] = best.name
     summary = {
         "epochs": sum(s["epochs"] for s in stages), "iters": sum(s["iters"] for s in stages),
         "seconds": round(time.perf_counter() - start, 1), "final_loss": stages[-1]["final_loss"],
@@ -151,38 +160,55 @@ def history(work_dir: Path, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None) -> list[dict]:
+def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, val_data=None) -> list[dict]:
     """Run ``method.training_stages(cfg["epochs"])`` in order, each its own resumable Runner.
 
     Before a stage ``method.set_stage(name)`` freezes what it does not train; the optimiser holds
-    only the parameters left trainable. A later stage starts from the previous stage's last
-    epoch, or from the epoch ``method.stage_checkpoint(name)`` names (then the previous stage
-    keeps every epoch's checkpoint); a stage with its own checkpoint resumes from that instead.
+    only the parameters left trainable. A later stage starts from the previous stage's checkpoint
+    that ``method.stage_checkpoint(name)`` names (an epoch number -- then the previous stage keeps
+    every epoch's checkpoint --, ``last`` or ``best_val``), or, when it names none, the one
+    ``train.select`` names; a stage with its own checkpoint resumes from that instead.
     """
     plan = method.training_stages(cfg["epochs"])
     dirs = stage_dirs(work_dir, [n for n, _ in plan])
+    picks = stage_picks(method, cfg, val_data is not None)
     out = []
     for i, (name, epochs) in enumerate(plan):
-        nxt = plan[i + 1][0] if i + 1 < len(plan) else None
-        keep_all = nxt is not None and method.stage_checkpoint(nxt) is not None
+        keep_all = i + 1 < len(plan) and isinstance(picks[i + 1], int)
         method.set_stage(name)
-        pick = method.stage_checkpoint(name)
-        if i > 0 and pick is not None:
-            ckpt = dirs[i - 1] / f"epoch_{pick}.pth"
-            if not ckpt.is_file():
-                raise UserError(f"stage {name} should start from {ckpt}, which does not exist; "
-                                f"choose an epoch of stage {plan[i - 1][0]} (1..{plan[i - 1][1]}) or 'last'")
+        start = None
+        if i > 0 and picks[i] != "last":
+            ckpt = validate.checkpoint_for(dirs[i - 1], picks[i])
             load_state(method, method_state(ckpt), ckpt)
+            start = ckpt.name
         recipe = optim.stage_recipe(method, name, {**cfg, "epochs": epochs})
         out.append({"stage": name, "recipe": recipe, "keep_all": keep_all,
-                    **_run_one(method, dataset, dirs[i], cfg, recipe, seed, levels, keep_all, name)})
+                    "started_from": start or ("last" if i else None),
+                    **_run_one(method, dataset, dirs[i], cfg, recipe, seed, levels, keep_all, name, val_data)})
         if "diverged" in out[-1]:
             break  # later stages would start from a diverged model
     return out
 
 
+def stage_picks(method, cfg: dict, validated: bool) -> list:
+    """Per stage, the previous stage's checkpoint it starts from: the method's
+    ``stage_checkpoint(name)`` (an epoch number, ``last`` or ``best_val``), else ``train.select``."""
+    select, plan = cfg.get("select", "last"), method.training_stages(cfg["epochs"])
+    picks = []
+    for i, (name, _) in enumerate(plan):
+        pick = method.stage_checkpoint(name)
+        pick = select if pick is None else pick
+        if isinstance(pick, int) and i > 0 and not 1 <= pick <= plan[i - 1][1]:
+            raise UserError(f"stage {name} should start from epoch_{pick}.pth of stage {plan[i - 1][0]}, which "
+                            f"trains epochs 1..{plan[i - 1][1]}; choose one of them, 'last' or 'best_val'")
+        if not isinstance(pick, int):
+            validate.check_select(pick, validated)
+        picks.append(pick)
+    return picks
+
+
 def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int, levels, keep_all: bool,
-             stage: str = "train") -> dict:
+             stage: str = "train", val_data=None) -> dict:
     """One stage's Runner; ``cfg["device"]`` is the resolved device (``train`` sets it)."""
     device = torch.device(cfg.get("device", "cpu"))
     if cfg.get("channels_last"):
@@ -191,6 +217,7 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
     loader = train_loader(dataset, _local_batch(recipe["batch_size"]), cfg, seed, device)
     resume_from = latest_checkpoint(work_dir, method)  # newest epoch checkpoint, checked; None: start
     start_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    val = cfg.get("val") or {}
     runner = Runner(
         model=distributed.MethodParallel(MethodModel(method, levels, bool(cfg.get("channels_last"))).to(device)),
         work_dir=str(work_dir),
@@ -200,11 +227,12 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
         param_scheduler=recipe["param_scheduler"] or None,
         # two kept while training, so a kill between mmengine's delete of the older and the
         # write of the newer still leaves one; train() prunes to the last at the end
-        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=-1 if keep_all else 2),
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=-1 if keep_all else 2,
+                                           **validate.checkpoint_cfg(val_data is not None)),
                            logger=dict(type="LoggerHook", interval=max(1, len(loader) // 4))),
         custom_hooks=[dict(type="PlainCheckpointHook"), dict(type="EpochSeedHook", seed=seed),
                       dict(type="HistoryHook"), dict(type="ProgressHook"),
-                      dict(type="TrainProgressHook"), DivergenceGuard(stage)],
+                      dict(type="TrainProgressHook"), DivergenceGuard(stage), *validate.hooks(val_data is not None)],
         randomness=dict(seed=seed),  # determinism: engine.device.set_deterministic (train)
         launcher=str(cfg.get("launcher", "none")),
         resume=resume_from is not None,
@@ -214,6 +242,7 @@ def _run_one(method, dataset, work_dir: Path, cfg: dict, recipe: dict, seed: int
         # unique per Runner: the default (a timestamp) makes two runs started in the
         # same second share a visualizer that writes into the first run's directory
         experiment_name=f"{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUNS)}",
+        **validate.runner_kwargs(val_data, val.get("batch_size", 64)),
     )
     start = time.perf_counter()
     out = {}

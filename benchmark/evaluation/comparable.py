@@ -2,7 +2,7 @@
 
 ``grid_params(params)``: the params that decide a grid's AUCs, flattened to dotted keys:
 every section except those that only shape outputs (``IGNORED``: metrics, report, plots, cost,
-regression), and of ``methods`` only the entries the grid uses (``grid.methods``, the methods
+regression) and the keys that only schedule the work (``SCHEDULING``: grid.jobs), and of ``methods`` only the entries the grid uses (``grid.methods``, the methods
 its protocols list, and their ``base:`` chains). ``record(params)`` = that dict and its
 ``params_hash``; the report stage writes it beside metrics.csv (``RECORD``) and
 ``update-reference`` copies it into the reference.
@@ -25,6 +25,9 @@ from benchmark import config, registry, schema
 from benchmark.schema import methods as method_schema
 
 IGNORED = ("metrics", "report", "plots", "cost", "regression")
+# keys that schedule the work without changing a number: how many stages run at once (each
+# stage's torch threads are grid.threads, which stays part of the comparison)
+SCHEDULING = ("grid.jobs",)
 RECORD = Path("results/metrics_params.json")
 _MISSING = object()
 ABSENT = "(not in the reference)"
@@ -61,6 +64,8 @@ def grid_params(params: dict) -> dict:
         _flat(node, f"{section}.", flat) if isinstance(node, dict) else flat.setdefault(section, node)
     for name in _grid_entries(params):
         _flat(params["methods"][name] or {}, f"methods.{name}.", flat)
+    for key in SCHEDULING:
+        flat.pop(key, None)
     return json.loads(json.dumps(flat, sort_keys=True, default=str))
 
 

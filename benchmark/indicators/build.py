@@ -12,7 +12,8 @@ from benchmark.indicators.clip import OpenCLIPIndicator
 from benchmark.indicators.fallback import FallbackIndicator
 from benchmark.registry import INDICATORS, get
 
-BACKEND_KEYS = ("model", "weights", "logit_scale", "device", "batch_size", "cache_dir")
+BACKEND_KEYS = ("model", "weights", "logit_scale", "prompt_period", "device", "batch_size", "cache_dir")
+DESCRIBED = ("backend", "model", "weights", "logit_scale", "prompt_period")  # what a fitted file records
 
 
 def build_indicator(cfg: Mapping | None = None, **overrides):
@@ -44,7 +45,7 @@ def backend_from_description(d: Mapping, device=None):
     device = "cpu" if device is None else device
     if d.get("backend") == "fallback":
         return FallbackIndicator(reason=d.get("fallback_reason"), device=device)
-    return build_indicator({k: d[k] for k in ("backend", "model", "weights", "logit_scale") if k in d}, device=device)
+    return build_indicator({k: d[k] for k in DESCRIBED if k in d}, device=device)
 
 
 def load_indicator(path, cfg: Mapping | None = None, backend=None, device=None) -> IndicatorLevels:
@@ -61,7 +62,8 @@ def load_indicator(path, cfg: Mapping | None = None, backend=None, device=None) 
         raise UserError(f"indicator file {path} not found; run the `indicators` stage first")
     d = io.read_json(path, f"`python -m benchmark indicators dataset={path.stem}`")
     if cfg:
-        want = {"binning": cfg.get("binning", "quantile"), "k": int(cfg.get("k", 5))}
+        want = {"binning": cfg.get("binning", "quantile"), "k": int(cfg.get("k", 5)),
+                "round_percent": bool(cfg.get("round_percent", False))}
         if cfg.get("backend", "auto") not in ("auto", None):
             want["backend"] = cfg["backend"]
         stale = {k: (d.get(k), v) for k, v in want.items() if d.get(k) != v}
@@ -72,7 +74,7 @@ def load_indicator(path, cfg: Mapping | None = None, backend=None, device=None) 
         backend = backend_from_description(d, device)
     else:
         got = backend.describe()
-        if any(got.get(k) != d.get(k) for k in ("backend", "model", "weights", "logit_scale")):
+        if any(got.get(k) != d.get(k) for k in DESCRIBED):
             raise UserError(f"{path} was fitted with backend {d.get('backend')} {d.get('model')} "
                             f"{d.get('weights')}, not {got.get('backend')} {got.get('model')} "
                             f"{got.get('weights')}; re-run the `indicators` stage")

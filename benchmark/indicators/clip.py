@@ -5,7 +5,8 @@ For an image embedding v and the text embeddings t_1, t_2 of a prompt pair, Eq. 
     s_i = cos(v, t_i),        q = exp(a s_1) / (exp(a s_1) + exp(a s_2)),
 
 a softmax over the two cosine similarities (the printed ``exp(s_1 + s_2)`` denominator is a
-typo).  ``a = 1`` by default (``logit_scale: false``: unscaled, which matches the paper's
+typo). ``prompt_period`` (true, the paper's text) keeps the prompts' trailing full stop; false
+drops it ("Good photo", ..., as the authors' release writes them).  ``a = 1`` by default (``logit_scale: false``: unscaled, which matches the paper's
 figure ranges, scores near 50 %); ``logit_scale: true`` uses CLIP's learnt scale
 ``a = exp(model.logit_scale)``.  VQI uses ["Good photo.", "Bad photo."] (q = P(good));
 FII uses ["manipulated face.", "genuine face."] (q = P(manipulated)).
@@ -43,6 +44,11 @@ from benchmark.registry import INDICATORS
 
 PROMPTS = {"vqi": ("Good photo.", "Bad photo."), "fii": ("manipulated face.", "genuine face.")}
 RANDOM = "random"
+
+
+def prompts(period: bool = True) -> dict[str, tuple[str, str]]:
+    """The prompt pairs, with (paper) or without (release) their trailing full stop."""
+    return {k: tuple(t if period else t.rstrip(".") for t in pair) for k, pair in PROMPTS.items()}
 
 
 def two_prompt_softmax(image_emb: torch.Tensor, text_emb: torch.Tensor,
@@ -157,10 +163,12 @@ class OpenCLIPIndicator:
 
     def __init__(self, model: str = "ViT-B-32", weights=None, logit_scale: bool = False,
                  device: str = "cpu", batch_size: int = 64, cache_dir: str | None = None,
-                 **_ignored):
+                 prompt_period: bool = True, **_ignored):
         import open_clip
 
         self.model_name, self.use_logit_scale = model, bool(logit_scale)
+        self.prompt_period = bool(prompt_period)
+        self.prompts = prompts(self.prompt_period)
         self.device, self.batch_size = torch.device(device), int(batch_size)
         path, tag = resolve_weights(model, weights, cache_dir)
         self.weights = RANDOM if path is None else (tag or str(Path(path).resolve()))
@@ -183,7 +191,7 @@ class OpenCLIPIndicator:
         tokenizer = open_clip.get_tokenizer(model)
         with torch.no_grad():
             self.text = {k: self.model.encode_text(tokenizer(list(p)).to(self.device)).float()
-                         for k, p in PROMPTS.items()}
+                         for k, p in self.prompts.items()}
         self.scale = float(self.model.logit_scale.detach().exp()) if self.use_logit_scale else 1.0
 
     def preprocess_batch(self, images: torch.Tensor) -> torch.Tensor:
@@ -217,4 +225,4 @@ class OpenCLIPIndicator:
     def describe(self) -> dict:
         return {"backend": "open_clip", "model": self.model_name, "weights": self.weights,
                 "logit_scale": self.use_logit_scale, "logit_scale_value": self.scale,
-                "prompts": {k: list(v) for k, v in PROMPTS.items()}}
+                "prompt_period": self.prompt_period, "prompts": {k: list(v) for k, v in self.prompts.items()}}

@@ -83,7 +83,8 @@ def compute_indicators(faces_dir, out_dir, dataset: str, cfg: Mapping, *, metada
             ``<dataset>.json`` (backend description, binning, k, edges, fitted_on, n_scored,
             summaries, and Spearman correlations when ``metadata`` is given), atomically.
         dataset: the dataset name ``D``.
-        cfg: params.yaml ``indicators`` (backend, model, weights, logit_scale, binning, k).
+        cfg: params.yaml ``indicators`` (backend, model, weights, logit_scale, prompt_period,
+            binning, k, round_percent).
         metadata: SynthFF ``metadata.parquet`` (path or DataFrame) or None: adds Spearman rho of
             vqi with the true CRF and of fii with the true manipulation strength (fakes).
         manifest: a manifest DataFrame or path instead of ``faces_dir/manifest.parquet``.
@@ -120,7 +121,8 @@ def compute_indicators(faces_dir, out_dir, dataset: str, cfg: Mapping, *, metada
             raise UserError(f"no rows of {dataset}'s face manifest match the indicator fit query "
                             f"{fit_query!r}; extract that split/quality, or reuse the training "
                             f"dataset's edges (edges_from)")
-        levels = IndicatorLevels.fit(vqi[fit_mask], fii[fit_mask], binning, k, backend)
+        levels = IndicatorLevels.fit(vqi[fit_mask], fii[fit_mask], binning, k, backend,
+                                     round_percent=cfg.get("round_percent", False))
         fitted_on = {"query": fit_query, "n": int(fit_mask.sum()) if binning == "quantile" else 0}
     vl, fl = (t.numpy() for t in levels.levels_from_scores(vqi, fii))
     df = man[OUT_COLUMNS[:6]].copy()

@@ -4,7 +4,8 @@ report formats it (benchmark.report.provenance_text) under every table.
 
 Rows to be read with care are marked (``marks``: method -> "†") and explained in ``notes``: a
 training that diverged (its ``train.json`` says where, and which checkpoint was scored
-instead) and scores that are not finite (their AUCs are left empty)."""
+instead), scores that are not finite (their AUCs are left empty), and a method whose
+``provenance()`` carries a ``caveat`` (what its row does and does not measure in this setting)."""
 from __future__ import annotations
 
 import json
@@ -29,9 +30,13 @@ def _train_record(ts: str, method: str, seed: int) -> dict:
 
 
 def flagged(methods: list[str], seeds: list[int], train_sets: list[str], scores=None) -> tuple[list[str], dict]:
-    """(notes, marks) for diverged trainings and non-finite scores (module docstring)."""
+    """(notes, marks) for caveats, diverged trainings and non-finite scores (module docstring)."""
     notes, marks = [], {}
     for m in methods:
+        caveats = {(_train_record(ts, m, seed).get("provenance") or {}).get("caveat") for ts in train_sets for seed in seeds}
+        for caveat in sorted(c for c in caveats if c):
+            marks[m] = MARK
+            notes.append(f"{MARK} {m}: {caveat}")
         for ts in train_sets:
             for seed in seeds:
                 d = _train_record(ts, m, seed).get("diverged")

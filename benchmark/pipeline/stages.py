@@ -76,23 +76,26 @@ def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | 
     from benchmark import engine
     from benchmark.data.frames import TrainFrames
     from benchmark.data.jpeg import RandomJPEG
+    from benchmark.data.views import compose
     out = model_dir(train_set, method, seed)
     if reuse and _reuse(params, method, reuse, train_set, seed, out):
         return out / "model.pt"
     spec = parse_train_set(train_set, params)
     rows = train_rows(spec, inputs.manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
-    augment = RandomJPEG() if params["train"]["jpeg_aug"] else None
     torch.manual_seed(seed)
     model = build_method(params, method)
+    cfg = {**params["train"], **model.train_options()}  # keys the method's own options fix (e.g. views)
+    augment = RandomJPEG() if cfg["jpeg_aug"] and cfg.get("views", "single") == "single" else None
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
                        pair_manifest=inputs.pair_manifest(spec) if "quality_pair" in model.requires else None,
                        manipulation="manipulation_label" in model.requires)
     device = engine.distributed.init(params.get("launcher", "none"), params.get("device", "auto"))
     indicator = inputs.indicator(params, spec["dataset"], device)
     work = WORK / "__".join(out.parts)  # resumable across kills; DVC empties `out` before a stage runs
-    summary = engine.train(model, data, work, params["train"], seed, levels=indicator.levels,
+    summary = engine.train(model, compose(data, cfg.get("views", "single")), work, cfg, seed, levels=indicator.levels,
                            fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed),
-                           device=params.get("device", "auto"), launcher=params.get("launcher", "none"))
+                           device=params.get("device", "auto"), launcher=params.get("launcher", "none"),
+                           val_data=_val_frames(spec, cfg.get("val"), seed, train_set))
     if engine.distributed.is_main():
         _publish(work, out)
     if "diverged" in summary:
@@ -105,7 +108,8 @@ def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | 
 
 def _publish(work: Path, out: Path) -> None:
     """Move a finished training into its output: model.pt, train.json, history.csv and the last
-    checkpoint of every stage but the final one (a variant may reuse it: ``_reuse``)."""
+    checkpoint of every stage but the final one, with its best-validation checkpoint when
+    validation ran (a variant may reuse them: ``_reuse``)."""
     from benchmark.engine import stage_dirs
     if out.exists():
         shutil.rmtree(out)
@@ -116,13 +120,15 @@ def _publish(work: Path, out: Path) -> None:
     for name, d in list(zip(names, stage_dirs(work, names)))[:-1]:
         last = max(d.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
         (out / name).mkdir()
-        last.replace(out / name / last.name)
+        for ckpt in [last, *d.glob("best_*_epoch_*.pth")]:
+            ckpt.replace(out / name / ckpt.name)
     shutil.rmtree(work)
 
 
 def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out: Path) -> bool:
     """Write ``method``'s model from ``base``'s when that is what training it would give."""
     from benchmark import engine
+    from benchmark.engine.validate import best_checkpoint
     root, opts = resolve_method(params, method)
     base_root, base_opts = resolve_method(params, base)
     src = model_dir(train_set, base, seed)
@@ -141,6 +147,8 @@ def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out:
         ckpts = sorted((src / stage).glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
         if not ckpts:
             raise UserError(f"no checkpoint of stage {stage} under {src / stage}; retrain {base}")
+        if params["train"].get("select", "last") == "best_val":  # the variant would end with that stage's best
+            ckpts = [best_checkpoint(src / stage)]
         model = build_method(params, method)
         full = engine.method_state(ckpts[-1])
         state = {k: full[k] for k in model.state_dict()}
@@ -269,6 +277,16 @@ def _trained(params: dict, method: str, train_set: str, seed: int):
     from benchmark import engine
     return engine.load_trained(build_method(params, method), model_dir(train_set, method, seed),
                                f"`python -m benchmark train method={method} train_set={train_set} seed={seed}`")
+
+
+def _val_frames(spec: dict, val: dict | None, seed: int, name: str):
+    """The train set's val split (params ``train.val``: quality, frames_per_video), un-augmented."""
+    from benchmark.data.frames import TrainFrames
+    if not val:
+        return None
+    quality = val.get("quality") or spec["quality"]
+    rows = train_rows(spec, inputs.manifest(spec["dataset"], quality, "val"), name)
+    return TrainFrames(frames_subset(rows, val.get("frames_per_video")), faces_dir(spec["dataset"]), seed=seed)
 
 
 def _device(params: dict):

@@ -9,6 +9,13 @@ trained method whose forward returns ``step_logits``/``step_valid`` (and ``posit
   effective step keeps its last prediction) and over the samples still active at t;
 - ``<method>_positions.csv`` and plot ``<method>_positions``: the distribution of the window
   starts l_t the FSM chose at each step (Phi after stage II, the randomizer otherwise);
+- ``<method>_level_auc.csv`` and plot ``<method>_level_auc``: the AUC of the final prediction
+  within each (VQI level, FII level) cell against the pooled AUC of the same test set: a method
+  whose cells sit near 0.5 while the pooled AUC is high separates the classes by their
+  indicator levels (the step count), not within a level;
+- ``<method>_real_logit.csv`` and plot ``<method>_real_logit``: the mean final logit of the
+  reals (and of the fakes) per number of steps the sample ran (its last effective step): with
+  summed states the logit's offset follows the step count;
 
 and, for any method (the indicator, not the detector):
 
@@ -72,6 +79,31 @@ def step_auc(df: pd.DataFrame) -> pd.DataFrame:
         out.append({"step": t, "auc_all": _auc(df["label"], df[f"logit_{t}"]),
                     "auc_active": _auc(active["label"], active[f"logit_{t}"]), "n_active": len(active)})
     return pd.DataFrame(out)
+
+
+def final_logit(df: pd.DataFrame) -> np.ndarray:
+    """Each sample's final prediction: its step logit at its last effective step."""
+    steps = df[[f"logit_{t}" for t in range(1, int(df["last_step"].max()) + 1)]].to_numpy()
+    return steps[np.arange(len(df)), df["last_step"].to_numpy() - 1]
+
+
+def level_cell_auc(df: pd.DataFrame) -> pd.DataFrame:
+    """(vqi_level, fii_level, n_real, n_fake, auc, pooled_auc): the final prediction's AUC in
+    each indicator-level cell (NaN where a cell lacks one class) and over all samples."""
+    df = df.assign(final=final_logit(df))
+    pooled = _auc(df["label"], df["final"])
+    rows = [{"vqi_level": int(v), "fii_level": int(f), "n_real": int((g["label"] == 0).sum()),
+             "n_fake": int((g["label"] == 1).sum()), "auc": _auc(g["label"], g["final"]), "pooled_auc": pooled}
+            for (v, f), g in df.groupby(["vqi_level", "fii_level"])]
+    return pd.DataFrame(rows, columns=["vqi_level", "fii_level", "n_real", "n_fake", "auc", "pooled_auc"])
+
+
+def logit_by_steps(df: pd.DataFrame) -> pd.DataFrame:
+    """(label, steps, n, mean_logit): the mean final logit per class and number of steps run."""
+    df = df.assign(final=final_logit(df))
+    rows = [{"label": int(lab), "steps": int(k), "n": len(g), "mean_logit": float(g["final"].mean())}
+            for (lab, k), g in df.groupby(["label", "last_step"])]
+    return pd.DataFrame(rows, columns=["label", "steps", "n", "mean_logit"])
 
 
 def position_counts(df: pd.DataFrame) -> pd.DataFrame:
@@ -147,6 +179,55 @@ def plot_positions(counts: pd.DataFrame, method: str, n_positions: int | None, p
     return paths
 
 
+def plot_level_auc(table: pd.DataFrame, method: str, plot_dir: Path = PLOTS) -> list[Path]:
+    import matplotlib.pyplot as plt
+    sets = list(table["test_set"].unique())
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 3.0), squeeze=False)
+    k = int(max(table["vqi_level"].max(), table["fii_level"].max()))
+    for ax, name in zip(axes[0], sets):
+        g = table[table["test_set"] == name]
+        grid = np.full((k, k), np.nan)
+        grid[g["vqi_level"] - 1, g["fii_level"] - 1] = 100 * g["auc"]
+        im = ax.imshow(grid, vmin=0, vmax=100, cmap="RdYlGn", origin="lower")
+        for (v, f), a in np.ndenumerate(grid):
+            if np.isfinite(a):
+                ax.text(f, v, f"{a:.0f}", ha="center", va="center", fontsize=7)
+        ax.set(title=f"{name}: pooled {100 * g['pooled_auc'].iloc[0]:.1f}", xlabel="FII level", ylabel="VQI level",
+               xticks=range(k), xticklabels=range(1, k + 1), yticks=range(k), yticklabels=range(1, k + 1))
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="AUC in the cell (%)")
+    within = table.assign(w=table["n_real"] + table["n_fake"]).dropna(subset=["auc"])
+    mean_within = within.groupby("test_set").apply(lambda g: float(np.average(g["auc"], weights=g["w"])),
+                                                    include_groups=False)
+    caption = (f"AUC of {method}'s final prediction within each (VQI level, FII level) cell of the clean test "
+               "crops (empty: the cell lacks reals or fakes), against the pooled AUC over all crops (title). "
+               "Sample-weighted mean of the cell AUCs vs pooled: " + "; ".join(
+                   f"{t} {100 * mean_within[t]:.1f} vs {100 * table[table['test_set'] == t]['pooled_auc'].iloc[0]:.1f}"
+                   for t in mean_within.index) + ". A pooled AUC far above the cells' means the classes are "
+               "told apart by their indicator levels (the number of steps), not within a level.")
+    paths = _save_plot(fig, f"{method}_level_auc", caption, plot_dir)
+    plt.close(fig)
+    return paths
+
+
+def plot_logit_by_steps(table: pd.DataFrame, method: str, plot_dir: Path = PLOTS) -> list[Path]:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for (test_set, label), g in table.groupby(["test_set", "label"], sort=False):
+        ax.plot(g["steps"], g["mean_logit"], marker="o" if label == 0 else "x", ls="-" if label == 0 else "--",
+                label=f"{test_set}: {'reals' if label == 0 else 'fakes'}")
+    ax.set(xlabel="steps run (last effective step)", ylabel="mean final logit", xticks=sorted(table["steps"].unique()))
+    ax.legend(fontsize=7)
+    reals = table[table["label"] == 0]
+    spread = reals.groupby("test_set")["mean_logit"].agg(lambda x: float(x.max() - x.min()))
+    caption = (f"Mean final logit of {method} per number of steps a sample ran, reals (solid) and fakes "
+               "(dashed), clean test crops. Spread of the reals' mean logit over the step counts: " + "; ".join(
+                   f"{t} {v:.2f}" for t, v in spread.items()) + ". Reals should sit low whatever their step "
+               "count; a real's logit that rises with its steps is the step count acting as a feature.")
+    paths = _save_plot(fig, f"{method}_real_logit", caption, plot_dir)
+    plt.close(fig)
+    return paths
+
+
 def plot_levels(counts: pd.DataFrame, truth: dict, name: str = "indicator_levels", plot_dir: Path = PLOTS) -> list[Path]:
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -185,9 +266,11 @@ def write_analysis(method_name: str, model, tests: list[tuple[str, pd.DataFrame,
         if not df.empty:
             frames.append(df.assign(test_set=name))
     if frames:
-        per_step = pd.concat([step_auc(f).assign(test_set=f["test_set"].iloc[0]) for f in frames], ignore_index=True)
-        io.write_csv(csv_dir / f"{method_name}_step_auc.csv", per_step)
-        written += [csv_dir / f"{method_name}_step_auc.csv", *plot_step_auc(per_step, method_name, plot_dir)]
+        for kind, table_fn, plot in (("step_auc", step_auc, plot_step_auc), ("level_auc", level_cell_auc, plot_level_auc),
+                                     ("real_logit", logit_by_steps, plot_logit_by_steps)):
+            table = pd.concat([table_fn(f).assign(test_set=f["test_set"].iloc[0]) for f in frames], ignore_index=True)
+            io.write_csv(csv_dir / f"{method_name}_{kind}.csv", table)
+            written += [csv_dir / f"{method_name}_{kind}.csv", *plot(table, method_name, plot_dir)]
         counts = position_counts(pd.concat(frames, ignore_index=True))
         if not counts.empty:
             io.write_csv(csv_dir / f"{method_name}_positions.csv", counts)

@@ -11,7 +11,8 @@ The provenance dict (all keys optional; missing ones are reported as "unknown", 
                      "trained_on": {"device": "cpu", "amp": "none", "world_size": 1, ...},  # train.json
                      "evaluated_on": {"device": "cpu", "amp": "none"},  # the scores' metadata
                      "recipe": "shared: Adam lr 0.001, batch 32, 10 epochs"},   # recipe optional
-        "dpl": {"backbone": "convnext_atto", "weights": "random init", "label": "DPL"},
+        "dpl": {"backbone": "convnext_atto", "weights": "random init", "label": "DPL",
+                "setting": "reading release"},   # optional: the method's own one-line setting
       },
       "indicator": {"backend": "fallback", "model": "ViT-B-32", "weights": None,
                     "binning": "quantile", "k": 5, "logit_scale": False},
@@ -55,11 +56,15 @@ def is_random_init(method_info: dict | None) -> bool:
 
 
 def method_text(name: str, info: dict | None) -> str:
+    """``name: backbone (weights[; setting])``; ``setting`` is the line a method's
+    ``provenance()`` gives for what its rows depend on beyond the backbone (e.g. DPL's reading,
+    the baseline's loss)."""
     info = info or {}
     weights = ("weights unknown" if "weights" not in info
                else "random init" if is_random_init(info) else info["weights"])
+    setting = f"; {info['setting']}" if info.get("setting") else ""
     recipe = f"; recipe {info['recipe']}" if info.get("recipe") else ""
-    return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights}{recipe})"
+    return f"{name}: {info.get('backbone', 'unknown backbone')} ({weights}{setting}{recipe})"
 
 
 def _compute(c: dict | None) -> str:

@@ -58,7 +58,8 @@ SECTIONS = {
         "methods": List(["baseline", "f3net", "srm", "spsl", "sia", "recce", "uia_vit", "qad", "ucf", "dpl"],
                         "methods entries `dvc repro` trains and evaluates", item=Str("", ""), min_len=1, unique=True),
         "protocols": List(["cross_quality", "cross_manipulation", "cross_dataset", "robustness", "ablation_components",
-                           "ablation_backbone", "ablation_fusion", "ablation_lreg", "ablation_clip"],
+                           "ablation_backbone", "ablation_fusion", "ablation_lreg", "ablation_clip",
+                           "ablation_reading"],
                           "protocols `dvc repro` runs (dvc.yaml is rendered from them: python -m benchmark dag)",
                           item=Str("", ""), min_len=1, unique=True),
         "seeds": List([0], "training seeds of the grid (a DVC matrix)", item=SEED, min_len=1, unique=True),
@@ -96,8 +97,10 @@ SECTIONS = {
         "model": Str("ViT-B-32", "open_clip model name"),
         "weights": Str(None, "local open_clip weights file; null = the open_clip cache only", nullable=True),
         "logit_scale": Bool(False, "multiply the cosine similarities by CLIP's logit scale in Eq. (1)"),
+        "prompt_period": Bool(True, "prompts end with a full stop as printed (paper); false = without (the release)"),
         "binning": Choice("quantile", "quantile (paper: equal-frequency on the training split) or fixed "
                           "(the release's thresholds)", choices=("quantile", "fixed")),
+        "round_percent": Bool(False, "round scores to a whole percent before binning (the release: true)"),
         "k": Int(5, "indicator levels K", min=1),
     },
     "train": {
@@ -118,6 +121,15 @@ SECTIONS = {
         "sampler": Choice("balanced", "uniform (every crop once per epoch) or balanced (each fake with a random real, "
                           "as the DPL release)", choices=("uniform", "balanced")),
         "jpeg_aug": Bool(True, "random JPEG augmentation of the authors' release"),
+        "views": Choice("single", "batch composition: single (each image once) or all_jpeg (every image in all "
+                        "four JPEG versions in the step, benchmark/data/views.py)", choices=("single", "all_jpeg")),
+        "val": Dict({"quality": "c40", "frames_per_video": None, "batch_size": 64},
+                    "per-epoch validation AUC on the val split (benchmark/engine/validate.py); null = none",
+                    nullable=True, fields={"quality": Choice("c40", "", choices=QUALITIES, nullable=True),
+                                           "frames_per_video": Int(None, "", min=1, nullable=True),
+                                           "batch_size": Int(64, "", min=1)}),
+        "select": Choice("last", "checkpoint a stage ends with / the next starts from (best_val needs train.val)",
+                         choices=("last", "best_val")),
         "amp": AMP,
         "channels_last": LAYOUT,
         "deterministic": Bool(True, "deterministic kernels (+ CUBLAS_WORKSPACE_CONFIG on CUDA)"),
