@@ -255,8 +255,9 @@ class UIAViT(Method):
         info = {"backbone": self.backbone_name, "weights": self.weights}
         if "random" in str(self.weights):
             # measured (issue 14, CI profile): the plain baseline on this very ViT stayed at chance too
-            info["caveat"] = ("its ViT starts from random weights, and a ViT trained from scratch on a few "
-                              "thousand 64-px crops may not learn at all: read this row against the plain "
-                              "baseline on the same ViT (`python -m benchmark run protocol=cross_quality "
-                              "method=baseline_vit`), or load ImageNet weights (methods.uia_vit.pretrained)")
+            info["caveat"] = ("its ViT starts from random weights, and a ViT trained from scratch on SynthFF's "
+                              "64-px crops may not learn at all: read this row against the plain baseline on "
+                              "the same ViT (`python -m benchmark run protocol=cross_quality "
+                              "grid.methods=[baseline_vit,uia_vit]`), or load ImageNet weights "
+                              "(methods.uia_vit.pretrained)")
         return info

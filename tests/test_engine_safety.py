@@ -106,7 +106,7 @@ def test_a_methods_caveat_marks_its_rows_and_is_said_once(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     caveat = UIAViT(backbone="vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, feature_layer=1,
                     attention_layers=(2,)).provenance()["caveat"]
-    assert "baseline_vit" in caveat and "pretrained" in caveat
+    assert "grid.methods=[baseline_vit,uia_vit]" in caveat and "pretrained" in caveat  # the command that runs it
     for seed in (0, 1):
         record = tmp_path / f"models/ff_c23/uia_vit/seed{seed}/train.json"
         record.parent.mkdir(parents=True)
