@@ -121,12 +121,7 @@ def global_count(n: torch.Tensor) -> torch.Tensor:
     sum over the ranks / world size. A rank's loss ``local sum / max(global_count, 1/W)`` then
     averages (``GradSync``) to the one-process ``global sum / max(global n, 1)``; in one process
     it is ``n`` itself."""
-    n = n.detach().float()
-    if world_size() > 1:
-        n = n.clone()
-        dist.all_reduce(n)
-        n = n / world_size()
-    return n
+    return global_sum(n.float()) / world_size()
 
 
 def global_sum(t: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 ``grid_params(params)``: the params that decide a grid's AUCs, flattened to dotted keys:
 every section except those that only shape outputs (``IGNORED``: metrics, report, plots, cost,
-regression) and the keys that only schedule the work (``SCHEDULING``: grid.jobs), and of ``methods`` only the entries the grid uses (``grid.methods``, the methods
-its protocols list, and their ``base:`` chains). ``record(params)`` = that dict and its
+regression) and the keys that only schedule the work (``SCHEDULING``: grid.jobs), and of
+``methods`` only the entries the grid uses (``grid.methods``, the methods its protocols list,
+and their ``base:`` chains). ``record(params)`` = that dict and its
 ``params_hash``; the report stage writes it beside metrics.csv (``RECORD``) and
 ``update-reference`` copies it into the reference.
 

@@ -104,7 +104,8 @@ def run(params: dict, protocol: str | None = None, method: str | None = None, jo
         partial = protocol is not None or method is not None
         todo = [i for w in dag.waves(insts, dag.with_upstream(insts, targets)) for i in w]
         if partial:  # then the metrics over the scores that exist now
-            todo += [i for i in _metrics(insts, targets) if i.name not in {t.name for t in todo}]
+            queued = {i.name for i in todo}
+            todo += [i for i in _metrics(insts, targets) if i.name not in queued]
         repo = _repo()
         try:
             state = _State.read(repo, insts)
@@ -126,7 +127,7 @@ class _State:
     changed: set[str]
 
     @classmethod
-    def read(cls, repo, insts: list[dag.Instance]) -> "_State":
+    def read(cls, repo, insts: list[dag.Instance]) -> _State:
         return cls(repo, dag.upstream(insts), _stale(repo, [i.name for i in insts]), set())
 
 
@@ -137,7 +138,7 @@ def _metrics(insts: list[dag.Instance], targets: set[str]) -> list[dag.Instance]
     return [i for i in insts if i.stage.verb == "metrics" and i.stage.meta["protocol"] in protocols]
 
 
-def _report(state: "_State", params: dict, insts: list[dag.Instance], protocol: str | None, threads: int) -> list[str]:
+def _report(state: _State, params: dict, insts: list[dag.Instance], protocol: str | None, threads: int) -> list[str]:
     """The grid's report once every input it reads exists; until then the protocol's own page."""
     from benchmark.pipeline import reporting
     report = [i for i in insts if i.stage.verb == "report"]

@@ -33,18 +33,18 @@ def flagged(methods: list[str], seeds: list[int], train_sets: list[str], scores=
     """(notes, marks) for caveats, diverged trainings and non-finite scores (module docstring)."""
     notes, marks = [], {}
     for m in methods:
-        caveats = {(_train_record(ts, m, seed).get("provenance") or {}).get("caveat") for ts in train_sets for seed in seeds}
+        records = {(ts, seed): _train_record(ts, m, seed) for ts in train_sets for seed in seeds}
+        caveats = {(r.get("provenance") or {}).get("caveat") for r in records.values()}
         for caveat in sorted(c for c in caveats if c):
             marks[m] = MARK
             notes.append(f"{MARK} {m}: {caveat}")
-        for ts in train_sets:
-            for seed in seeds:
-                d = _train_record(ts, m, seed).get("diverged")
-                if d:
-                    marks[m] = MARK
-                    notes.append(f"{MARK} {m} (seed {seed}, {ts}): training diverged at stage {d['stage']}, epoch "
-                                 f"{d['epoch']}, iteration {d['iteration']} ({d['what']}); its rows score "
-                                 f"{d['kept']}")
+        for (ts, seed), record in records.items():
+            d = record.get("diverged")
+            if d:
+                marks[m] = MARK
+                notes.append(f"{MARK} {m} (seed {seed}, {ts}): training diverged at stage {d['stage']}, epoch "
+                             f"{d['epoch']}, iteration {d['iteration']} ({d['what']}); its rows score "
+                             f"{d['kept']}")
     if scores is not None and len(scores):
         bad = scores[~np.isfinite(scores["score"].to_numpy(dtype=float))]
         for (m, ts, seed), part in bad.groupby(["method", "train_set", "seed"], sort=True):
