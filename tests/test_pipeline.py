@@ -13,7 +13,7 @@ import yaml
 
 from benchmark import config, pipeline
 from benchmark.errors import UserError
-from benchmark.pipeline import dag, dvcfile, graph, reporting
+from benchmark.pipeline import dag, dvcfile, graph, reporting, specs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +105,9 @@ def test_the_default_grid_is_the_whole_paper(monkeypatch):
     assert {s.args["distortion"] for s in stages if s.verb == "distort"} >= {"CS", "CC", "BW", "GNC", "GB", "RESIZE", "VC"}
     reuse = {s.meta["method"]: s.args.get("reuse") for s in stages if s.verb == "train" and s.meta["train_set"] == "ff_c23"}
     assert reuse["dpl_wo_stage2"] == "dpl" and reuse["baseline_resnet"] == "baseline" and reuse["dpl"] is None
+    # a variant that trains on its own does not wait for its base: no edge to the base's model
+    own = next(s for s in stages if s.name == "train-dpl_paper-ff_c23")
+    assert reuse["dpl_paper"] is None and not any(d.startswith("models/") for d in own.deps)
     assert [s.name for s in stages if s.verb == "analyze"] == ["analyze-dpl"]
     # the same model on the same test sets under the same conditions is scored once
     evaluated = {(s.meta["protocol"], s.meta["method"]) for s in stages if s.verb == "evaluate"}
@@ -113,6 +116,18 @@ def test_the_default_grid_is_the_whole_paper(monkeypatch):
     assert fusion.deps[:3] == ["results/scores/cross_quality/dpl", "results/scores/ablation_fusion/dpl_concat",
                                "results/scores/ablation_fusion/dpl_attention"]
     assert ("robustness", "dpl") in evaluated  # other test sets: its own scores
+
+
+@pytest.mark.parametrize("method, base, expected", [
+    ("baseline_resnet", "baseline", "final"),   # the same options: the base's model
+    ("dpl_wo_stage2", "dpl", "I"),              # stage-II options only, no stage II: DPL's stage I
+    ("dpl_paper", "dpl", None),                 # other stage-I options: trains
+    ("dpl_r_ppo", "dpl", None),                 # it has a stage II of its own: trains
+    ("dpl_concat", "baseline", None),           # another class
+])
+def test_reused_stage_decides_from_params_what_a_variant_takes_from_its_base(monkeypatch, method, base, expected):
+    monkeypatch.chdir(ROOT)
+    assert specs.reused_stage(config.load_params(), method, base) == expected
 
 
 def test_a_method_depends_on_the_helpers_it_imports():

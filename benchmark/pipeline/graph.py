@@ -12,9 +12,11 @@ Code dependencies are computed from imports (``pipeline.code``): a stage depends
 modules its verb computes with and, for a method's stages, on the method's own file and the
 helpers it imports. Paths may hold DVC templates: ``${item.seed}`` (seeded stages are a DVC
 ``matrix`` over ``grid.seeds``), ``${grid.seeds[0]}``, ``${datasets.<id>.root}``;
-``pipeline.dag`` fills them in per seed and derives the DAG. Variants (``base:``) whose base is trained for the same
-train set get ``reuse=<base>`` (``pipeline.stages.train``: identical options, or a first
-stage of the base's training, reuse the base's model instead of training).
+``pipeline.dag`` fills them in per seed and derives the DAG. A variant (``base:``) whose base is trained for
+the same train set and whose training would give the base's model or one of its stages
+(``specs.reused_stage``: identical options, or ``Method.reused_stage``) gets ``reuse=<base>``
+and the base's model as a dependency; any other variant trains on its own, in parallel with
+its base.
 """
 from __future__ import annotations
 
@@ -165,7 +167,8 @@ def stages(params: dict) -> list[Stage]:
     out = data_stages(params, datasets) + distort_stages(params, distorted)
     for m, ts in trained:
         base = (params["methods"][m] or {}).get("base")
-        out.append(train_stage(params, m, ts, reuse=base if (base, ts) in trained else None))
+        reuse = (base, ts) in trained and specs.reused_stage(params, m, base) is not None
+        out.append(train_stage(params, m, ts, reuse=base if reuse else None))
     sources = score_sources(protos, rows)
     for p in protos:
         for m in rows[p]:

@@ -124,6 +124,25 @@ def resolve_method(params: dict, name: str) -> tuple[str, dict]:
     return chain[-1], opts
 
 
+def reused_stage(params: dict, method: str, base: str) -> str | None:
+    """What training ``method`` would take from ``base``'s training on the same train set:
+    ``"final"`` (the same class and options: the base's model), the name of a stage
+    (``Method.reused_stage``: the base's checkpoint at the end of that stage), or None (it
+    trains). Decided from params alone, so the DAG has a model-to-model edge only where a
+    training reads another's model (``pipeline.graph``) and the stage does the same
+    (``pipeline.stages.train``)."""
+    from benchmark import registry
+    (root, opts), (base_root, base_opts) = resolve_method(params, method), resolve_method(params, base)
+    if root != base_root:
+        return None
+    if opts == base_opts:
+        return "final"
+    module = code.registered("METHODS").get(root)
+    if module is not None:
+        importlib.import_module(module)
+    return registry.get(registry.METHODS, root).reused_stage(opts, base_opts)
+
+
 def method_variants(params: dict) -> dict[str, str]:
     """{variant entry: its registered root} for every ``methods`` entry with a ``base``."""
     return {n: resolve_method(params, n)[0] for n, e in params["methods"].items() if (e or {}).get("base")}

@@ -19,7 +19,7 @@ from benchmark.errors import UserError
 from benchmark.pipeline import inputs
 from benchmark.pipeline.specs import (analysis_dir, dataset_cfg, dataset_class, distorted_name, faces_dir,
                                       indicators_json, model_dir, parse_train_set, protocol_train_sets,
-                                      resolve_method, scores_path, test_sets)
+                                      resolve_method, reused_stage, scores_path, test_sets)
 
 WORK = Path(".benchmark/work")  # where a training runs (and resumes) until it has finished
 
@@ -70,7 +70,8 @@ def distort(params: dict, *, dataset: str, distortion: str, severity: int) -> Pa
 def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | None = None) -> Path:
     """Train ``method`` on ``train_set``; with ``reuse=<entry>`` (a variant's base trained in the
     same pipeline) take that entry's model instead when the options are the same, or that
-    entry's checkpoint at the end of the stage ``Method.reused_stage`` names."""
+    entry's checkpoint at the end of the stage ``Method.reused_stage`` names
+    (``specs.reused_stage``; the DAG gives ``reuse`` only then)."""
     import torch
 
     from benchmark import engine
@@ -129,19 +130,16 @@ def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out:
     """Write ``method``'s model from ``base``'s when that is what training it would give."""
     from benchmark import engine
     from benchmark.engine.validate import best_checkpoint
-    root, opts = resolve_method(params, method)
-    base_root, base_opts = resolve_method(params, base)
-    src = model_dir(train_set, base, seed)
-    stage = None if (root, opts) == (base_root, base_opts) else (
-        registry.get(registry.METHODS, root).reused_stage(opts, base_opts) if root == base_root else None)
-    if (root, opts) != (base_root, base_opts) and stage is None:
+    stage = reused_stage(params, method, base)
+    if stage is None:
         return False
+    src = model_dir(train_set, base, seed)
     if not (src / "model.pt").is_file():
         raise UserError(f"{src}/model.pt not found; train {base} first (python -m benchmark train method={base} "
                         f"train_set={train_set} seed={seed})")
     record = json.loads((src / "train.json").read_text())
     history = pd.read_csv(src / "history.csv")
-    if stage is None:
+    if stage == "final":
         state = io.load_tensors(src / "model.pt")
     else:
         ckpts = sorted((src / stage).glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
@@ -159,7 +157,7 @@ def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out:
         shutil.rmtree(out)
     io.save_tensors(out / "model.pt", state)
     io.write_csv(out / "history.csv", history)
-    io.write_json(out / "train.json", {**record, "reused_from": str(src), "reused_stage": stage or "final",
+    io.write_json(out / "train.json", {**record, "reused_from": str(src), "reused_stage": stage,
                                        "fingerprint": stage_key("train", params, method=method, train_set=train_set,
                                                                 seed=seed, reuse=base)})
     return True
