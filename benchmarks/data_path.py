@@ -2,6 +2,7 @@
 
     python benchmarks/data_path.py                     # the whole profile: 360/70/70 pairs, 32 frames, 224 px
     python benchmarks/data_path.py --scale 0.05        # 5 % of the pairs (each split at least one)
+    python benchmarks/data_path.py --no-png            # without the PNG-per-file copy (half the disk)
 
 Synthesises SynthFF with ``profiles/ffpp_size.yaml`` once (kept under ``--out``; a rerun reuses
 it), then measures and prints ``key=value`` lines:
@@ -106,14 +107,15 @@ def png_layout(faces: Path, m: pd.DataFrame, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def sizes(faces: Path, pngs: Path, m: pd.DataFrame) -> None:
+def sizes(faces: Path, pngs: Path | None, m: pd.DataFrame) -> None:
     s_bytes, s_files = disk_usage(faces / "crops")
-    p_bytes, p_files = disk_usage(pngs / "crops")
+    if pngs is not None:
+        p_bytes, p_files = disk_usage(pngs / "crops")
+        out(png_files=p_files, png_bytes_on_disk=p_bytes, store_over_png_on_disk=s_bytes / p_bytes)
     n_videos = m.groupby(["quality", "video_id"]).ngroups
     per_q = n_videos / len(m["quality"].unique())
     out(crops=len(m), crop_px=int(store.read_crop(faces, m.iloc[0]).shape[0]), videos=n_videos,
-        store_files=s_files, png_files=p_files, store_bytes_on_disk=s_bytes, png_bytes_on_disk=p_bytes,
-        png_payload_bytes=int(m["nbytes"].sum()), store_over_png_on_disk=s_bytes / p_bytes,
+        store_files=s_files, store_bytes_on_disk=s_bytes, png_payload_bytes=int(m["nbytes"].sum()),
         raw_rgb_bytes=int(len(m) * store.read_crop(faces, m.iloc[0]).size),
         store_bytes_per_crop=s_bytes / len(m),
         store_gb_at_ffpp_size=s_bytes / per_q * FFPP_VIDEOS_PER_QUALITY * len(m["quality"].unique()) / 1e9,
@@ -236,6 +238,8 @@ def main() -> None:
                     help="evaluation's indicator backend (clip_random: ViT-B/32 cost, random weights)")
     ap.add_argument("--steps", default="sizes,loader,evaluate,dvc",
                     help="what to measure after synthesis and extraction (which are done once and reused)")
+    ap.add_argument("--no-png", action="store_true",
+                    help="skip the PNG-per-file copy and its figures (at full size it needs as much disk as the store)")
     ap.add_argument("--dvc-timeout", type=int, default=900, help="seconds allowed per dvc command on the copies")
     ap.add_argument("--dvc-replicate", type=int, default=0,
                     help="also time dvc on this many hard-linked copies of each layout (0: round(1/scale))")
@@ -254,18 +258,20 @@ def main() -> None:
     faces = work / "faces"
     m = extraction(params, work / "raw", faces, a.workers)
     steps = a.steps.split(",")
-    if "sizes" in steps or "dvc" in steps:
-        png_layout(faces, m, work / "faces_png")
+    pngs = None if a.no_png else work / "faces_png"
+    if pngs is not None and ("sizes" in steps or "dvc" in steps):
+        png_layout(faces, m, pngs)
     if "sizes" in steps:
-        sizes(faces, work / "faces_png", m)
+        sizes(faces, pngs, m)
     if "loader" in steps:
         loader(faces, m, a.loader_images)
     if "evaluate" in steps:
         evaluation(params, faces, m, a.eval_frames, work, a.paper_backbone, a.indicator)
     if "dvc" in steps:
-        for label, target in (("store", faces), ("png", work / "faces_png")):
+        layouts = [("store", faces)] + ([("png", pngs)] if pngs is not None else [])
+        for label, target in layouts:
             dvc_times(work, target, label)
-        for label, target in (("store", faces), ("png", work / "faces_png")) if a.dvc_replicate > 1 else ():
+        for label, target in layouts if a.dvc_replicate > 1 else ():
             dvc_times(work, target, label, a.dvc_replicate, timeout=a.dvc_timeout)
             shutil.rmtree(work / f"dvc_{label}_x{a.dvc_replicate}", ignore_errors=True)
 
