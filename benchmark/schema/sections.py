@@ -69,7 +69,7 @@ SECTIONS = {
     "synthff": {
         "seed": SEED,
         "pairs.train": Int(24, "SynthFF training pairs [target, source]", min=1),
-        "pairs.val": Int(6, "SynthFF validation pairs", min=0),
+        "pairs.val": Int(24, "SynthFF validation pairs (the val AUC that train.select: best_val picks an epoch by)", min=0),
         "pairs.test": Int(48, "SynthFF test pairs (48: headline AUC 95 % CI half-width about 0.05)", min=1),
         "frames": Int(16, "frames per SynthFF video", min=1),
         "size": Int(96, "SynthFF frame side in pixels", min=32),
