@@ -131,16 +131,12 @@ def reused_stage(params: dict, method: str, base: str) -> str | None:
     trains). Decided from params alone, so the DAG has a model-to-model edge only where a
     training reads another's model (``pipeline.graph``) and the stage does the same
     (``pipeline.stages.train``)."""
-    from benchmark import registry
     (root, opts), (base_root, base_opts) = resolve_method(params, method), resolve_method(params, base)
     if root != base_root:
         return None
     if opts == base_opts:
         return "final"
-    module = code.registered("METHODS").get(root)
-    if module is not None:
-        importlib.import_module(module)
-    return registry.get(registry.METHODS, root).reused_stage(opts, base_opts)
+    return registered_class("METHODS", root).reused_stage(opts, base_opts)
 
 
 def method_variants(params: dict) -> dict[str, str]:
@@ -148,18 +144,23 @@ def method_variants(params: dict) -> dict[str, str]:
     return {n: resolve_method(params, n)[0] for n, e in params["methods"].items() if (e or {}).get("base")}
 
 
-def dataset_class(params: dict, dataset: str):
-    """The registered class of the dataset that ``datasets.<dataset>`` names (importing only
-    the module that registers it)."""
+def registered_class(kind: str, name: str):
+    """The class registered as ``name`` in ``registry.<kind>`` (``"METHODS"``, ``"DATASETS"``),
+    importing only the module that registers it."""
     from benchmark import registry
-    name = dataset_cfg(params, dataset, check_root=False)["name"]
-    module = code.registered("DATASETS").get(name)
+    reg = getattr(registry, kind)
+    module = code.registered(kind).get(name)
     if module is not None:
         importlib.import_module(module)
-        found = registry.DATASETS.get(name)
+        found = reg.get(name)
         if found is not None:
             return found
-    return registry.get(registry.DATASETS, name)  # unknown: a one-line error listing the choices
+    return registry.get(reg, name)  # unknown: a one-line error listing the choices
+
+
+def dataset_class(params: dict, dataset: str):
+    """The registered class of the dataset that ``datasets.<dataset>`` names."""
+    return registered_class("DATASETS", dataset_cfg(params, dataset, check_root=False)["name"])
 
 
 def is_synthetic(params: dict, dataset: str) -> bool:
