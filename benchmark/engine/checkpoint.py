@@ -125,12 +125,20 @@ def _mismatch(want: dict, got: dict) -> str:
     return f"{k} has shape {list(got[k])}, the configured model {list(want[k])}"
 
 
-def load_state(method, state, path, rerun: str = RETRAIN):
-    """``method.load_state_dict(state)`` (strict); a state that does not fit is one UserError."""
+def load_state(method, state, path, rerun: str = RETRAIN, own=()):
+    """``method.load_state_dict(state)`` (strict); a state that does not fit is one UserError.
+
+    ``own``: keys of modules the method is about to train itself (``engine.adopt``): taken from
+    ``state`` where it has them in the same shape, else kept as initialised; every other key
+    must fit, and keys of ``state`` that the method does not have are then ignored."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} does not hold a state dict of tensors (it holds a {type(state).__name__}); "
                         f"rerun {rerun}")
-    want = {k: tuple(v.shape) for k, v in method.state_dict().items()}
+    mine, own = method.state_dict(), set(own)
+    if own:
+        fits = {k: v for k, v in state.items() if k in mine and (k not in own or v.shape == mine[k].shape)}
+        state = {**{k: mine[k] for k in own}, **fits}
+    want = {k: tuple(v.shape) for k, v in mine.items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if want != got:
         raise UserError(f"{path} was made with another configuration of {type(method).__name__} "

@@ -45,7 +45,7 @@ from mmengine.runner import Runner
 
 from benchmark import io
 from benchmark.engine import device as dev
-from benchmark.engine import distributed, optim, validate
+from benchmark.engine import adopt, distributed, optim, validate
 from benchmark.engine.checkpoint import latest_checkpoint, load_state, method_state, prune_checkpoints
 from benchmark.engine.guards import Diverged, DivergenceGuard
 from benchmark.engine.hooks import read_history
@@ -57,7 +57,7 @@ _RUNS = itertools.count()  # mmengine keys global loggers/visualizers by experim
 
 
 def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fingerprint: str = "",
-          device="auto", launcher: str = "none", val_data=None) -> dict:
+          device="auto", launcher: str = "none", val_data=None, given: dict | None = None) -> dict:
     """Train ``method`` on ``dataset`` (a ``TrainFrames``) into ``work_dir``.
 
     ``cfg`` is params.yaml ``train``; ``device`` and ``launcher`` are params.yaml's top-level keys
@@ -66,11 +66,14 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
     resuming from its last checkpoints, and swaps it in for ``work_dir`` once complete (module
     docstring); writes ``model.pt`` (the method's tensors only, on the CPU), ``train.json`` and
     ``history.csv``. A method with several ``training_stages`` runs each as its own Runner
-    under ``<dir>/<stage>/`` (see ``run_stages``).
+    under ``<dir>/<stage>/`` (see ``run_stages``); ``given`` ({stage: ``adopt.FinishedStage``})
+    names first stages taken from another training instead of trained (``engine.adopt``).
     """
     work_dir = Path(work_dir)
     select = validate.check_select(cfg.get("select", "last"), val_data is not None)
     stage_picks(method, cfg, val_data is not None)  # a bad choice stops here, before anything is touched
+    given = dict(given or {})
+    adopt.check_prefix(given, [n for n, _ in method.training_stages(cfg["epochs"])])
     target = distributed.init(launcher, device)
     dev.amp_dtype(cfg.get("amp", "none"), target)  # what cannot run fails before anything is touched
     for name, epochs in method.training_stages(cfg["epochs"]):
@@ -93,7 +96,7 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
     start = time.perf_counter()
     with dev.nondeterministic_ops() as skipped:
         stages = run_stages(method, dataset, partial, {**cfg, "device": target, "launcher": launcher}, seed, levels,
-                            val_data)
+                            val_data, given)
     if select == "best_val" and "diverged" not in stages[-1]:  # ends with the last stage's best-validation epoch
         best = validate.best_checkpoint(stage_dirs(partial, [s["stage"] for s in stages])[-1])
         load_state(method, method_state(best), best)
@@ -160,26 +163,38 @@ def history(work_dir: Path, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, val_data=None) -> list[dict]:
+def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, val_data=None,
+               given: dict | None = None) -> list[dict]:
     """Run ``method.training_stages(cfg["epochs"])`` in order, each its own resumable Runner.
 
     Before a stage ``method.set_stage(name)`` freezes what it does not train; the optimiser holds
     only the parameters left trainable. A later stage starts from the previous stage's checkpoint
     that ``method.stage_checkpoint(name)`` names (an epoch number -- then the previous stage keeps
     every epoch's checkpoint --, ``last`` or ``best_val``), or, when it names none, the one
-    ``train.select`` names; a stage with its own checkpoint resumes from that instead.
+    ``train.select`` names; a stage with its own checkpoint resumes from that instead. A stage in
+    ``given`` is adopted, not trained (``engine.adopt``): the next one loads its pick from it, its
+    own (trainable) modules may differ from the adopted ones, the frozen rest must match.
     """
+    given = given or {}
     plan = method.training_stages(cfg["epochs"])
     dirs = stage_dirs(work_dir, [n for n, _ in plan])
     picks = stage_picks(method, cfg, val_data is not None)
     out = []
     for i, (name, epochs) in enumerate(plan):
         keep_all = i + 1 < len(plan) and isinstance(picks[i + 1], int)
+        if name in given:
+            if distributed.is_main():
+                adopt.adopt(given[name], dirs[i])
+            distributed.barrier()
+            out.append({**given[name].summary, "stage": name, "keep_all": keep_all,
+                        "adopted_from": str(given[name].dir)})
+            continue
         method.set_stage(name)
         start = None
-        if i > 0 and picks[i] != "last":
+        after_adopted = i > 0 and plan[i - 1][0] in given
+        if i > 0 and (picks[i] != "last" or after_adopted):
             ckpt = validate.checkpoint_for(dirs[i - 1], picks[i])
-            load_state(method, method_state(ckpt), ckpt)
+            load_state(method, method_state(ckpt), ckpt, own=trained_here(method) if after_adopted else ())
             start = ckpt.name
         recipe = optim.stage_recipe(method, name, {**cfg, "epochs": epochs})
         out.append({"stage": name, "recipe": recipe, "keep_all": keep_all,
@@ -188,6 +203,12 @@ def run_stages(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=Non
         if "diverged" in out[-1]:
             break  # later stages would start from a diverged model
     return out
+
+
+def trained_here(method) -> set[str]:
+    """State keys of the modules this stage trains (their parameters and buffers)."""
+    modules = {n.rpartition(".")[0] for n, p in method.named_parameters() if p.requires_grad}
+    return {k for k in method.state_dict() if k.rpartition(".")[0] in modules}
 
 
 def stage_picks(method, cfg: dict, validated: bool) -> list:
