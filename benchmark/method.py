@@ -40,10 +40,11 @@ A method's own options may fix parts of how it is trained: ``recipe_overrides(st
 (optimiser etc. of one stage, whatever ``train.recipe`` says), ``train_options()`` (params.yaml
 ``train`` keys such as ``views``); ``set_epoch(epoch)`` is called before every training epoch.
 
-``reused_stage(options, other)`` (a classmethod, no model is built) names the training stage
-of a model built with ``other`` options at whose end it is the model ``options`` describe (DPL
-without stage II is DPL after stage I), so the pipeline takes that checkpoint instead of
-training again; ``None`` (the default) means it must be trained itself.
+``reused_stage(options, other)`` (a classmethod, no model is built) names the last training
+stage that a model built with ``options`` shares with one built with ``other``: the pipeline
+takes that checkpoint as the model when it is the last stage (DPL without stage II is DPL after
+stage I), or takes the stages up to it and trains only the rest (DPL with other stage-II
+options, ``engine.adopt``); ``None`` (the default) means it must be trained itself.
 
 ``outputs`` names what ``forward`` returns beyond ``logit`` that the pipeline uses (e.g.
 ``step_logits``: the ``analyze`` stage runs for such methods); tests check the claim.
@@ -132,8 +133,10 @@ class Method(nn.Module):
 
     @classmethod
     def reused_stage(cls, options: dict, other: dict) -> str | None:
-        """The stage of a training with ``other`` options whose last checkpoint is the model
-        ``options`` describe, or None (train it). Both are resolved params.yaml entries."""
+        """The last stage S up to which training with ``options`` is training with ``other``
+        options, or None (train everything). When S is this method's last stage, the checkpoint
+        at its end is the model; otherwise the pipeline takes the stages up to S from that
+        training and trains the rest (``engine.adopt``). Both are resolved params.yaml entries."""
         return None
 
     def provenance(self) -> dict:

@@ -204,12 +204,17 @@ class DPL(Method):
 
     @classmethod
     def reused_stage(cls, options: dict, other: dict) -> str | None:
-        """Without stage II, a model is the stage-I result of a DPL that differs only in stage-II
-        options (Tab. 5's "w/o Train Stage II" reuses DPL's stage-I checkpoint)."""
+        """A DPL that differs from ``other`` only in stage-II options trains stage I as ``other``
+        does: without stage II its model is that stage-I result (Tab. 5's "w/o Train Stage II"),
+        with one it trains only stage II, from ``other``'s stage I (``engine.adopt``) -- unless
+        its stage II starts from an epoch number, which ``other`` did not keep (it keeps its last
+        and best-validation stage-I checkpoints), or ``other`` has no stage II (then no stage-I dir)."""
         differ = {k for k in {*options, *other} if options.get(k) != other.get(k)}
-        if int(options.get("stage2_epochs", 5)) == 0 < int(other.get("stage2_epochs", 5)) and differ <= STAGE2_OPTIONS:
-            return "I"
-        return None
+        if not differ <= STAGE2_OPTIONS or int(other.get("stage2_epochs", 5)) == 0:
+            return None
+        if int(options.get("stage2_epochs", 5)) > 0 and isinstance(options.get("stage1_checkpoint"), int):
+            return None
+        return "I"
 
     def set_stage(self, stage: str) -> None:
         """I: train all but Phi and V; II: train only Phi and V (the rest frozen, BN in eval)."""

@@ -196,6 +196,17 @@ def _resolved(params, name, reading):
     return {**opts, "reading": reading, **_dpl_readings.resolve(reading, given)[0]}
 
 
+@pytest.mark.parametrize("options, other, expected", [
+    ({"ppo_epochs": 2}, {}, "I"),                           # a stage-II option: DPL's stage I, then its own II
+    ({"stage2_epochs": 0}, {}, "I"),                        # no stage II: DPL's stage I is the model
+    ({"ppo_epochs": 2, "stage1_checkpoint": 3}, {}, None),  # II from stage-I epoch 3: DPL kept only last, best
+    ({"ppo_epochs": 2}, {"stage2_epochs": 0}, None),        # the other has no stage II, so no stage-I dir
+    ({"fusion": "concat"}, {}, None),                       # a stage-I option: trains
+])
+def test_reused_stage_by_hand(options, other, expected):
+    assert DPL.reused_stage({"backbone": "resnet10t", **options}, {"backbone": "resnet10t", **other}) == expected
+
+
 def test_tab9_without_clip_weights_says_stand_in():
     prov = DPL(**TINY, image_features="add_branches").provenance()["variant"]
     assert "not CLIP" in prov["image_encoder"]

@@ -53,6 +53,7 @@ PROTOCOL_CUTS = {
     "ablation_clip": {"methods": [{"name": "dpl_clip_add_psi", "label": "Add(CLIP, Psi)"}]},
     "ablation_reading": {"methods": [{"name": "baseline", "label": "Baseline (BCE)"},
                                      {"name": "dpl_r_lreg", "label": "release, L_REG as printed"},
+                                     {"name": "dpl_r_ppo", "label": "release, PPO as printed"},
                                      {"name": "dpl", "label": "DPL, release reading"}]},
 }
 
@@ -142,6 +143,11 @@ def test_rows_that_are_the_same_share_one_training(project):
     stage1 = torch.load(sorted((models / "dpl/seed0/I").glob("epoch_*.pth"))[-1], weights_only=True)["state_dict"]
     assert wo and all(torch.equal(v, stage1[f"method.{k}"]) for k, v in wo.items())
     assert not any(k.startswith(("policy.", "value.")) for k in wo)
+    # stage-II options only, with a stage II: DPL's stage I taken (linked), only stage II trained
+    ppo = json.loads((models / "dpl_r_ppo/seed0/train.json").read_text())
+    assert [s["stage"] for s in ppo["stages"]] == ["I", "II"] and "adopted_from" in ppo["stages"][0]
+    base_i, ppo_i = (sorted((models / m / "seed0/I").glob("epoch_*.pth"))[-1] for m in ("dpl", "dpl_r_ppo"))
+    assert ppo_i.read_bytes() == base_i.read_bytes()
     for variant, base in (("baseline_resnet", "baseline"), ("dpl_resnet", "dpl")):
         assert (models / variant / "seed0/model.pt").read_bytes() == (models / base / "seed0/model.pt").read_bytes()
     lock = yaml.safe_load((proj / "dvc.lock").read_text())["stages"]

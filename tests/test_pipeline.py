@@ -122,7 +122,8 @@ def test_the_default_grid_is_the_whole_paper(monkeypatch):
     ("baseline_resnet", "baseline", "final"),   # the same options: the base's model
     ("dpl_wo_stage2", "dpl", "I"),              # stage-II options only, no stage II: DPL's stage I
     ("dpl_paper", "dpl", None),                 # other stage-I options: trains
-    ("dpl_r_ppo", "dpl", None),                 # it has a stage II of its own: trains
+    ("dpl_r_ppo", "dpl", "I"),                  # stage-II options only, a stage II of its own: DPL's stage I, then II
+    ("dpl_r_policy", "dpl", "I"),               # the same; its stage II starts from the select pick (last)
     ("dpl_concat", "baseline", None),           # another class
 ])
 def test_reused_stage_decides_from_params_what_a_variant_takes_from_its_base(monkeypatch, method, base, expected):

@@ -127,7 +127,7 @@ def resolve_method(params: dict, name: str) -> tuple[str, dict]:
 def reused_stage(params: dict, method: str, base: str) -> str | None:
     """What training ``method`` would take from ``base``'s training on the same train set:
     ``"final"`` (the same class and options: the base's model), the name of a stage
-    (``Method.reused_stage``: the base's checkpoint at the end of that stage), or None (it
+    (``Method.reused_stage``: the base's training up to the end of that stage), or None (it
     trains). Decided from params alone, so the DAG has a model-to-model edge only where a
     training reads another's model (``pipeline.graph``) and the stage does the same
     (``pipeline.stages.train``)."""

@@ -69,9 +69,10 @@ def distort(params: dict, *, dataset: str, distortion: str, severity: int) -> Pa
 
 def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | None = None) -> Path:
     """Train ``method`` on ``train_set``; with ``reuse=<entry>`` (a variant's base trained in the
-    same pipeline) take that entry's model instead when the options are the same, or that
-    entry's checkpoint at the end of the stage ``Method.reused_stage`` names
-    (``specs.reused_stage``; the DAG gives ``reuse`` only then)."""
+    same pipeline; the DAG gives ``reuse`` only where ``specs.reused_stage`` names something to
+    take) take that entry's model when the options are the same, or its checkpoint at the end of
+    the stage ``Method.reused_stage`` names when that is this method's last stage, or else that
+    entry's stages up to that one, and train only the later ones (``engine.adopt``)."""
     import torch
 
     from benchmark import engine
@@ -79,13 +80,18 @@ def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | 
     from benchmark.data.jpeg import RandomJPEG
     from benchmark.data.views import compose
     out = model_dir(train_set, method, seed)
-    if reuse and _reuse(params, method, reuse, train_set, seed, out):
-        return out / "model.pt"
-    spec = parse_train_set(train_set, params)
-    rows = train_rows(spec, inputs.manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
+    taken = reused_stage(params, method, reuse) if reuse else None
+    src = _base_dir(train_set, reuse, seed) if taken is not None else None
     torch.manual_seed(seed)
     model = build_method(params, method)
     cfg = {**params["train"], **model.train_options()}  # keys the method's own options fix (e.g. views)
+    names = [n for n, _ in model.training_stages(cfg["epochs"])]
+    if taken in ("final", names[-1]):
+        _reuse(params, method, model, reuse, taken, src, train_set, seed, out)
+        return out / "model.pt"
+    given = _finished_stages(src, names[:names.index(taken) + 1]) if taken is not None else {}
+    spec = parse_train_set(train_set, params)
+    rows = train_rows(spec, inputs.manifest(spec["dataset"], spec["quality"], spec["split"]), train_set)
     augment = RandomJPEG() if cfg["jpeg_aug"] and cfg.get("views", "single") == "single" else None
     data = TrainFrames(rows, faces_dir(spec["dataset"]), seed=seed, augment=augment,
                        pair_manifest=inputs.pair_manifest(spec) if "quality_pair" in model.requires else None,
@@ -94,9 +100,10 @@ def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | 
     indicator = inputs.indicator(params, spec["dataset"], device)
     work = WORK / "__".join(out.parts)  # resumable across kills; DVC empties `out` before a stage runs
     summary = engine.train(model, compose(data, cfg.get("views", "single")), work, cfg, seed, levels=indicator.levels,
-                           fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed),
+                           fingerprint=stage_key("train", params, method=method, train_set=train_set, seed=seed,
+                                                 **({"reuse": reuse} if reuse else {})),
                            device=params.get("device", "auto"), launcher=params.get("launcher", "none"),
-                           val_data=_val_frames(spec, cfg.get("val"), seed, train_set))
+                           val_data=_val_frames(spec, cfg.get("val"), seed, train_set), given=given)
     if engine.distributed.is_main():
         _publish(work, out)
     if "diverged" in summary:
@@ -126,17 +133,20 @@ def _publish(work: Path, out: Path) -> None:
     shutil.rmtree(work)
 
 
-def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out: Path) -> bool:
-    """Write ``method``'s model from ``base``'s when that is what training it would give."""
-    from benchmark import engine
-    from benchmark.engine.validate import best_checkpoint
-    stage = reused_stage(params, method, base)
-    if stage is None:
-        return False
+def _base_dir(train_set: str, base: str, seed: int) -> Path:
     src = model_dir(train_set, base, seed)
     if not (src / "model.pt").is_file():
         raise UserError(f"{src}/model.pt not found; train {base} first (python -m benchmark train method={base} "
                         f"train_set={train_set} seed={seed})")
+    return src
+
+
+def _reuse(params: dict, method: str, model, base: str, stage: str, src: Path, train_set: str, seed: int,
+           out: Path) -> None:
+    """Write ``method``'s model from ``base``'s (``stage`` "final") or from the checkpoint at the
+    end of ``stage``, this method's last: what training it would give."""
+    from benchmark import engine
+    from benchmark.engine.validate import best_checkpoint
     record = json.loads((src / "train.json").read_text())
     history = pd.read_csv(src / "history.csv")
     if stage == "final":
@@ -147,7 +157,6 @@ def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out:
             raise UserError(f"no checkpoint of stage {stage} under {src / stage}; retrain {base}")
         if params["train"].get("select", "last") == "best_val":  # the variant would end with that stage's best
             ckpts = [best_checkpoint(src / stage)]
-        model = build_method(params, method)
         full = engine.method_state(ckpts[-1])
         state = {k: full[k] for k in model.state_dict()}
         model.load_state_dict(state)
@@ -160,7 +169,23 @@ def _reuse(params: dict, method: str, base: str, train_set: str, seed: int, out:
     io.write_json(out / "train.json", {**record, "reused_from": str(src), "reused_stage": stage,
                                        "fingerprint": stage_key("train", params, method=method, train_set=train_set,
                                                                 seed=seed, reuse=base)})
-    return True
+
+
+def _finished_stages(src: Path, names: list[str]) -> dict:
+    """{stage: engine.adopt.FinishedStage} of the training published in ``src`` (``_publish``)."""
+    from benchmark.engine.adopt import FinishedStage
+    record = json.loads((src / "train.json").read_text())
+    summaries = {s["stage"]: s for s in record.get("stages", [])}
+    history = pd.read_csv(src / "history.csv")
+    history = history.assign(stage=history["stage"].astype(str))
+    out = {}
+    for name in names:
+        if name not in summaries or not (src / name).is_dir():
+            raise UserError(f"{src} holds no finished stage {name}; retrain it (python -m benchmark train ...)")
+        rows = json.loads(history[history["stage"] == name].drop(columns="stage").to_json(orient="records"))
+        out[name] = FinishedStage(src / name, summaries[name],
+                                  [{k: v for k, v in r.items() if v is not None} for r in rows])
+    return out
 
 
 def evaluate(params: dict, *, protocol: str, method: str, seed: int) -> list[Path]:
