@@ -181,7 +181,8 @@ def _finished_stages(src: Path, names: list[str]) -> dict:
     out = {}
     for name in names:
         if name not in summaries or not (src / name).is_dir():
-            raise UserError(f"{src} holds no finished stage {name}; retrain it (python -m benchmark train ...)")
+            raise UserError(f"{src} holds no finished stage {name} to start from (it was trained without keeping it); "
+                            f"delete {src} and rerun its train stage")
         rows = json.loads(history[history["stage"] == name].drop(columns="stage").to_json(orient="records"))
         out[name] = FinishedStage(src / name, summaries[name],
                                   [{k: v for k, v in r.items() if v is not None} for r in rows])
