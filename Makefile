@@ -1,7 +1,9 @@
 # make demo: set up (.venv) and run the default grid (the whole paper) through DVC's DAG:
 #            `python -m benchmark run` = `dvc repro`, with grid.jobs stages at a time.
-# make test: set up (.venv) and run the test suite.
+# make test: set up (.venv) and run the test suite, one pytest-xdist worker per core (TEST_WORKERS=0: in
+#            this process), whole modules per worker so a module's fixtures are built once.
 PY      ?= python3
+TEST_WORKERS ?= auto
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
@@ -16,7 +18,7 @@ demo: $(STAMP)
 	@echo "open results/report.html"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 install: $(STAMP)
 

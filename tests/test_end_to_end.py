@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.long   # most of the suite's time: collected first (tests/conftest.py)
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")
 COLUMNS = ["protocol", "method", "seed", "train_set", "test_set", "subset", "quality", "perturbation",
