@@ -139,8 +139,9 @@ def preflight(verb: str, args: dict, params: dict) -> None:
         cls = registry.get(registry.METHODS, root)
         method_schema.check_options(name, cls, opts)
         method = method_schema.dry_build(name, cls, opts)
-        for stage, epochs in method.training_stages(params["train"]["epochs"]) if trains else ():
-            recipe = optim.stage_recipe(method, stage, {**params["train"], "epochs": epochs})
+        cfg = pipeline.train_cfg(params, name)  # checks the entry's `train` keys too
+        for stage, epochs in method.training_stages(cfg["epochs"]) if trains else ():
+            recipe = optim.stage_recipe(method, stage, {**cfg, "epochs": epochs})
             optim.check_recipe(recipe, f"methods.{name}, training stage {stage} (train.recipe: "
                                        f"{params['train']['recipe']})")
 

@@ -125,7 +125,8 @@ def _capability_methods():
     from benchmark import registry
     registry.load_all()
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    return [(n, params["methods"][n]) for n in registry.choices(registry.METHODS)
+    from benchmark.pipeline.specs import resolve_method
+    return [(n, resolve_method(params, n)[1]) for n in registry.choices(registry.METHODS)
             if registry.METHODS.get(n).requires & {"quality_pair", "manipulation_label"}]
 
 

@@ -94,3 +94,47 @@ def test_baseline_vit_is_uia_vits_own_vit_under_the_baselines_head():
     _, uia = pipeline.resolve_method(params, "uia_vit")
     assert vit["backbone"] == uia["backbone"] and vit["pretrained"] == uia["pretrained"]
     assert vit["backbone_kwargs"] == {k: uia[k] for k in ("img_size", "patch_size", "depth")}
+    assert pipeline.train_cfg(params, "baseline_vit")["optimizer"] == pipeline.train_cfg(params, "uia_vit")["optimizer"]
+
+
+def _entry_params():
+    train = {"epochs": 10, "batch_size": 32, "optimizer": {"type": "Adam", "lr": 1e-3, "weight_decay": 0.0},
+             "param_scheduler": [], "clip_grad": None, "recipe": "shared", "recipe_epochs": "shared"}
+    methods = {"baseline": {"backbone": "test_resnet"},
+               "slow": {"base": "baseline", "train": {"optimizer": {"lr": 1e-4}, "batch_size": 16}},
+               "slower": {"base": "slow", "train": {"optimizer": {"lr": 1e-5}}},
+               "sgd": {"base": "baseline", "train": {"optimizer": {"type": "SGD", "lr": 0.1, "momentum": 0.9}}}}
+    return {"train": train, "methods": methods}
+
+
+def test_an_entrys_train_keys_replace_params_train_for_that_entry_only():
+    params = _entry_params()
+    assert pipeline.train_cfg(params, "baseline") == params["train"]
+    slow = pipeline.train_cfg(params, "slow")
+    assert slow["optimizer"] == {"type": "Adam", "lr": 1e-4, "weight_decay": 0.0} and slow["batch_size"] == 16
+    slower = pipeline.train_cfg(params, "slower")          # its own lr wins, the base's batch size stays
+    assert slower["optimizer"]["lr"] == 1e-5 and slower["batch_size"] == 16
+    assert pipeline.train_cfg(params, "sgd")["optimizer"] == {"type": "SGD", "lr": 0.1, "momentum": 0.9,
+                                                              "weight_decay": 0.0}
+    assert params["train"]["optimizer"]["lr"] == 1e-3     # params untouched
+    assert pipeline.resolve_method(params, "slow") == ("baseline", {"backbone": "test_resnet"})  # not a class option
+    assert pipeline.specs.reused_stage(params, "slow", "baseline") is None   # same class options, other training
+
+
+def test_an_entrys_train_key_outside_the_recipe_is_one_line():
+    params = _entry_params()
+    params["methods"]["slow"]["train"] = {"epochs": 3}
+    with pytest.raises(UserError, match=r"methods.slow.train: \['epochs'\] cannot be set per method"):
+        pipeline.train_cfg(params, "slower")
+
+
+def test_uia_vits_lr_under_the_shared_recipe_and_the_originals_under_its_own():
+    from benchmark.engine import optim
+    params = config.load_params(root=ROOT)
+    model = pipeline.build_method(params, "uia_vit")
+    cfg = pipeline.train_cfg(params, "uia_vit")
+    shared = optim.stage_recipe(model, "train", cfg)
+    assert shared["optimizer"]["lr"] == params["methods"]["uia_vit"]["train"]["optimizer"]["lr"]
+    assert shared["batch_size"] == params["train"]["batch_size"] and shared["source"] == "shared"
+    own = optim.stage_recipe(model, "train", {**cfg, "recipe": "own"})
+    assert own["optimizer"]["lr"] == 3e-5 and own["batch_size"] == 96 and own["source"] == "own"

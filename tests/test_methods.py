@@ -24,6 +24,7 @@ import yaml
 from mmengine.optim import OptimWrapper
 
 from benchmark import registry
+from benchmark.pipeline.specs import resolve_method
 from benchmark.io import load_tensors, save_tensors
 from benchmark.data.jpeg import jpeg
 from benchmark.registry import METHODS
@@ -56,7 +57,7 @@ NAMES = method_names()
 def build(name: str, seed: int = 0):
     assert name in PARAMS["methods"], f"params.yaml has no methods.{name} section"
     torch.manual_seed(seed)
-    return METHODS.get(name)(**(PARAMS["methods"][name] or {}))
+    return METHODS.get(name)(**resolve_method(PARAMS, name)[1])
 
 
 def make_batch(model, n: int = 4, seed: int = 0) -> dict:
@@ -179,7 +180,7 @@ def test_user_weights_load_from_a_local_file(name, tmp_path):
     src = build(name, seed=0)
     torch.save(src.backbone.state_dict(), tmp_path / "w.pth")
     torch.manual_seed(1)
-    dst = METHODS.get(name)(**{**PARAMS["methods"][name], "pretrained": str(tmp_path / "w.pth")})
+    dst = METHODS.get(name)(**{**resolve_method(PARAMS, name)[1], "pretrained": str(tmp_path / "w.pth")})
     assert dst.provenance()["weights"] == "w.pth"
     for (n, a), (_, b) in zip(src.backbone.state_dict().items(), dst.backbone.state_dict().items()):
         assert torch.equal(a, b), n

@@ -9,7 +9,7 @@ from benchmark.pipeline.executor import job_lines, run  # noqa: F401
 from benchmark.pipeline.specs import (  # noqa: F401
     analysis_dir, base_chain, dataset_cfg, dataset_class, distorted_name, faces_dir, indicators_json,
     method_variants, model_dir, parse_train_set, protocol_methods, protocol_train_sets, resolve_method,
-    scores_path, test_sets, train_set_id)
+    scores_path, test_sets, train_cfg, train_set_id)
 from benchmark.pipeline.stages import (  # noqa: F401
     STAGE_FUNCTIONS, analyze, build_method, cost, distort, evaluate, extract, indicators, metrics, plots, report,
     stage_key, synthesize, train)

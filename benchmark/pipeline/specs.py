@@ -115,13 +115,44 @@ def base_chain(params: dict, name: str) -> list[str]:
         cur = str(base)
 
 
+#: keys of a ``methods`` entry that are not options of its class: ``base`` (a variant's base
+#: entry) and ``train`` (the entry's own values of these params ``train`` keys: ``train_cfg``)
+ENTRY_KEYS = ("base", "train")
+ENTRY_TRAIN_KEYS = ("optimizer", "param_scheduler", "clip_grad", "batch_size")
+
+
 def resolve_method(params: dict, name: str) -> tuple[str, dict]:
     """(registered name, options) of the ``methods.<name>`` entry. An entry with ``base: <other
     entry>`` inherits that entry's options (recursively; its own keys win) and its class."""
     chain, opts = base_chain(params, name), {}
     for entry in chain:
-        opts = {**{k: v for k, v in (params["methods"][entry] or {}).items() if k != "base"}, **opts}
+        opts = {**{k: v for k, v in (params["methods"][entry] or {}).items() if k not in ENTRY_KEYS}, **opts}
     return chain[-1], opts
+
+
+def entry_train(params: dict, name: str) -> dict:
+    """The ``train`` keys the ``methods.<name>`` entry (or one on its ``base:`` chain; the nearer
+    entry's win) sets for its own training: any of ENTRY_TRAIN_KEYS, e.g. ``{optimizer: {lr: 1e-4}}``."""
+    out = {}
+    for entry in reversed(base_chain(params, name)):
+        part = (params["methods"][entry] or {}).get("train") or {}
+        bad = sorted(set(part) - set(ENTRY_TRAIN_KEYS)) if isinstance(part, dict) else [part]
+        if bad:
+            raise UserError(f"methods.{entry}.train: {bad} cannot be set per method; it takes a mapping of "
+                            f"{', '.join(ENTRY_TRAIN_KEYS)} (the keys of params `train` they replace)")
+        out.update(part)
+    return out
+
+
+def train_cfg(params: dict, name: str) -> dict:
+    """params ``train`` as ``name`` trains with it: the entry's ``train`` keys over params'
+    (a mapping such as ``optimizer`` is merged key by key, as mmengine merges configs). Under
+    ``train.recipe: own`` a method's original recipe still replaces what it declares."""
+    cfg = dict(params["train"])
+    for key, value in entry_train(params, name).items():
+        both = isinstance(value, dict) and isinstance(cfg.get(key), dict)
+        cfg[key] = {**cfg[key], **value} if both else value
+    return cfg
 
 
 def reused_stage(params: dict, method: str, base: str) -> str | None:
@@ -132,7 +163,7 @@ def reused_stage(params: dict, method: str, base: str) -> str | None:
     training reads another's model (``pipeline.graph``) and the stage does the same
     (``pipeline.stages.train``)."""
     (root, opts), (base_root, base_opts) = resolve_method(params, method), resolve_method(params, base)
-    if root != base_root:
+    if root != base_root or entry_train(params, method) != entry_train(params, base):
         return None
     if opts == base_opts:
         return "final"

@@ -19,7 +19,7 @@ from benchmark.errors import UserError
 from benchmark.pipeline import inputs
 from benchmark.pipeline.specs import (analysis_dir, dataset_cfg, dataset_class, distorted_name, faces_dir,
                                       indicators_json, model_dir, parse_train_set, protocol_train_sets,
-                                      resolve_method, reused_stage, scores_path, test_sets)
+                                      resolve_method, reused_stage, scores_path, test_sets, train_cfg)
 
 WORK = Path(".benchmark/work")  # where a training runs (and resumes) until it has finished
 
@@ -84,7 +84,7 @@ def train(params: dict, *, method: str, train_set: str, seed: int, reuse: str | 
     src = _base_dir(train_set, reuse, seed) if taken is not None else None
     torch.manual_seed(seed)
     model = build_method(params, method)
-    cfg = {**params["train"], **model.train_options()}  # keys the method's own options fix (e.g. views)
+    cfg = {**train_cfg(params, method), **model.train_options()}  # the entry's train keys, those its options fix
     names = [n for n, _ in model.training_stages(cfg["epochs"])]
     if taken in ("final", names[-1]):
         _reuse(params, method, model, reuse, taken, src, train_set, seed, out)
