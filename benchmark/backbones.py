@@ -23,6 +23,10 @@ after loading, at least half of the model's parameters (by count) must equal ten
 (``timm.data.resolve_model_data_config``): ImageNet's for ResNet/ConvNeXt/EfficientNet, 0.5/0.5
 for the Xception family and the ViTs. A method normalises its input with the statistics of its
 backbone (``benchmark.method.Method.use_input_stats``), never with hard-coded ImageNet values.
+
+timm is imported where a model is made, not with this module: the registries import every method
+(``benchmark.registry.load_all``), and the verbs that build no model (metrics, report, extract, ...) then
+start ~2 s sooner.
 """
 from __future__ import annotations
 
@@ -30,7 +34,6 @@ import hashlib
 import pickle
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -68,6 +71,7 @@ def backbone_weights(model: nn.Module) -> str:
 
 
 def _create(name: str, pretrained: bool, source: str, **kwargs) -> nn.Module:
+    import timm
     try:
         model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as e:  # timm: "Unknown model (...)"
@@ -80,6 +84,7 @@ def _create(name: str, pretrained: bool, source: str, **kwargs) -> nn.Module:
 
 def _from_hub(name: str, **kwargs) -> nn.Module:
     """timm's default weights of ``name`` through its own hub logic and cache."""
+    import timm
     found = timm.models.get_pretrained_cfg(name)
     cfg = found.to_dict() if found is not None else {}
     tag = f"timm {cfg.get('hf_hub_id') or name}"
@@ -148,5 +153,6 @@ def _check_matched(model: nn.Module, tensors: dict, path: Path, name: str) -> No
 
 def input_stats(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) of ``model``'s timm data config."""
+    import timm
     cfg = timm.data.resolve_model_data_config(model)
     return tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])

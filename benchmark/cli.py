@@ -121,7 +121,6 @@ def disk_full(exc: BaseException) -> OSError | None:
 
 def preflight(verb: str, args: dict, params: dict) -> None:
     """Everything ``verb`` will read, checked before any stage starts (module docstring)."""
-    from benchmark.engine import optim
     from benchmark.schema import methods as method_schema
     schema.validate(params)
     protos = [config.load_protocol(p) for p in _protocols(verb, args, params)]
@@ -134,6 +133,8 @@ def preflight(verb: str, args: dict, params: dict) -> None:
     if "dataset" in args:
         pipeline.dataset_cfg(params, args["dataset"], check_root=False)
     trains = verb in TRAINS and (verb not in ("check-regression", "update-reference") or args["rerun"])
+    if trains:  # the engine (mmengine's Runner, sklearn) is imported only by a verb that trains
+        from benchmark.engine import optim
     for name in _methods(verb, args, params, protos):
         root, opts = pipeline.resolve_method(params, name)
         cls = registry.get(registry.METHODS, root)

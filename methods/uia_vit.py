@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from sklearn.covariance import LedoitWolf
 from torch import nn
 
 from benchmark.backbones import backbone_weights, create_backbone
@@ -119,6 +118,7 @@ def assembly_weights(cls_map: torch.Tensor, t: float, uniform_until: float, k: f
 
 def ledoit_wolf(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, precision) of the rows of ``samples`` (Ledoit-Wolf shrunk covariance, sklearn)."""
+    from sklearn.covariance import LedoitWolf  # here, not at import: every verb imports every method
     lw = LedoitWolf().fit(samples.double().numpy())
     return torch.from_numpy(lw.location_).float(), torch.from_numpy(lw.precision_).float()
 

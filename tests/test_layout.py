@@ -1,7 +1,14 @@
-"""The shape of ``benchmark/``: no import cycles (function-level imports included), and the
-libraries (data, indicators, engine, evaluation, report) never import the pipeline or the CLI."""
+"""The shape of ``benchmark/``: no import cycles (function-level imports included), the
+libraries (data, indicators, engine, evaluation, report) never import the pipeline or the CLI,
+and the start every stage pays imports no heavy library that only some verbs use."""
 import ast
+import importlib
+import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("benchmark.data", "benchmark.indicators", "benchmark.engine", "benchmark.evaluation",
@@ -60,3 +67,27 @@ def test_libraries_never_import_the_pipeline_or_the_cli():
         if name.startswith(LIBRARIES):
             bad = sorted(d for d in deps if d.startswith(("benchmark.pipeline", "benchmark.cli")))
             assert not bad, f"{name} imports {bad}"
+
+
+# imported only where they are used: a model built (timm), a training (mmengine's Runner, sklearn),
+# a metric (sklearn, scipy.stats), the CLIP indicator (open_clip), a figure (matplotlib)
+HEAVY = ("timm", "sklearn", "mmengine.runner", "scipy.stats", "open_clip", "matplotlib.pyplot")
+
+
+def test_the_start_every_verb_pays_imports_no_heavy_library():
+    """The CLI and every registered module (the preflight's ``registry.load_all``), in a fresh
+    interpreter: what each DVC stage imports before its work (benchmarks/stage_start.py times it)."""
+    code = ("import json, sys, benchmark.cli; from benchmark import registry; registry.load_all(); "
+            f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_engine_resolves_each_name_from_its_submodule_on_first_use():
+    from benchmark import engine
+    for name in engine.__all__:
+        module = importlib.import_module(f"benchmark.engine.{engine._WHERE[name]}")
+        assert getattr(engine, name) is getattr(module, name) and name in dir(engine)
+    assert callable(engine.train)  # the function, not a submodule of the same name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        engine.nope  # noqa: B018

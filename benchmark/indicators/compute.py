@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 
 from benchmark import io
 from benchmark.data.frames import crops_tensor
@@ -46,6 +45,7 @@ def _spearman(x, y) -> dict:
     ok = ~(np.isnan(x) | np.isnan(y))
     if ok.sum() < 3 or np.unique(x[ok]).size < 2 or np.unique(y[ok]).size < 2:
         return {"rho": None, "p": None, "n": int(ok.sum())}
+    from scipy.stats import spearmanr  # here: scipy.stats costs ~1 s of every verb's start-up
     r = spearmanr(x[ok], y[ok])
     return {"rho": float(r.statistic), "p": float(r.pvalue), "n": int(ok.sum())}
 
