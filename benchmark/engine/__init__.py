@@ -3,28 +3,39 @@ trained model (``load_trained``). Submodules: ``runner`` (stages and Runners), `
 Method as an mmengine model), ``optim`` (recipes, optimiser wrappers), ``loaders``,
 ``hooks``, ``guards`` (stopping a diverging training), ``checkpoint``, ``distributed``.
 
-The names below are imported on first use (PEP 562), not with the package: a method that needs
+The names the ``TYPE_CHECKING`` block imports are imported on first use (PEP 562), not with the package: a method that needs
 only ``engine.distributed`` (its losses' global counts) and every verb that trains nothing start
 without mmengine's Runner and sklearn (``benchmarks/stage_start.py`` measures it)."""
 from __future__ import annotations
 
+import ast
 import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-_LAZY = {
-    "checkpoint": ("PlainCheckpointHook", "load_state", "load_trained", "method_state"),
-    "guards": ("Diverged", "DivergenceGuard"),
-    "hooks": ("EpochSeedHook", "HistoryHook", "ProgressHook"),
-    "model": ("LevelsPreprocessor", "MethodModel"),
-    "runner": ("completed", "history", "partial_dir", "run_stages", "stage_dirs", "train"),
-}
-_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+if TYPE_CHECKING:  # what the names resolve to; also what the stages' code dependencies follow (pipeline.code)
+    from benchmark.engine.checkpoint import PlainCheckpointHook, load_state, load_trained, method_state  # noqa: F401
+    from benchmark.engine.guards import Diverged, DivergenceGuard  # noqa: F401
+    from benchmark.engine.hooks import EpochSeedHook, HistoryHook, ProgressHook  # noqa: F401
+    from benchmark.engine.model import LevelsPreprocessor, MethodModel  # noqa: F401
+    from benchmark.engine.runner import completed, history, partial_dir, run_stages, stage_dirs, train  # noqa: F401
+
+
+def _declared() -> dict[str, str]:
+    """{name: submodule} as the ``TYPE_CHECKING`` imports above declare them (the one list)."""
+    tree = ast.parse(Path(__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    return {a.name: node.module for node in block.body for a in node.names}
+
+
+_WHERE = _declared()
 __all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    value = getattr(importlib.import_module(_WHERE[name]), name)
     globals()[name] = value
     return value
 
