@@ -3,9 +3,10 @@ trained model (``load_trained``). Submodules: ``runner`` (stages and Runners), `
 Method as an mmengine model), ``optim`` (recipes, optimiser wrappers), ``loaders``,
 ``hooks``, ``guards`` (stopping a diverging training), ``checkpoint``, ``distributed``.
 
-The names the ``TYPE_CHECKING`` block imports are imported on first use (PEP 562), not with the package: a method that needs
-only ``engine.distributed`` (its losses' global counts) and every verb that trains nothing start
-without mmengine's Runner and sklearn (``benchmarks/stage_start.py`` measures it)."""
+The names that the ``TYPE_CHECKING`` block imports are resolved on first use (PEP 562), not with
+the package: a method that needs only ``engine.distributed`` (its losses' global counts) and
+every verb that trains nothing start without mmengine's Runner and sklearn
+(``benchmarks/stage_start.py`` measures it)."""
 from __future__ import annotations
 
 import ast
