@@ -13,32 +13,21 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmark import config
+
 pytestmark = pytest.mark.long   # most of the suite's time: collected first (tests/conftest.py)
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).with_name("dvc")
 COLUMNS = ["protocol", "method", "seed", "train_set", "test_set", "subset", "quality", "perturbation",
            "severity", "level", "auc", "ap", "eer", "acc", "auc_ci_low", "auc_ci_high", "n_real", "n_fake"]
 
-TINY = {
-    "synthff.pairs": {"train": 2, "val": 1, "test": 1},
-    "synthff.frames": 4,
-    "synthff.size": 64,
-    "datasets.fsh.synthff.pairs": {"train": 0, "val": 0, "test": 1},
-    "extract.frames_per_video": 2,
-    "extract.size": 32,
-    "train.epochs": 1,
-    "train.batch_size": 8,
-    "methods.dpl.hidden": 16,
-    "methods.dpl.stage2_epochs": 1,
-    "cost.settings": ["default"],  # the paper backbones (Xception at 299 px, ...) are too slow here
-    "metrics.bootstrap": 50,
-    "plots.tsne_frames": 20,
-    # the two reference methods and those that use the engine's capabilities (quality_pair,
-    # manipulation_label); every method is covered by tests/test_methods.py
-    "grid.methods": ["baseline", "dpl", "qad", "ucf"],
-}
-# every protocol, each cut to a few rows of every kind: shared, reused (identical options, a first
-# training stage) and trained
+# profiles/tiny.yaml (every stage on data of seconds), on the two reference methods and those that
+# use the engine's capabilities (quality_pair, manipulation_label); every method is covered by
+# tests/test_methods.py
+GRID_METHODS = ["baseline", "dpl", "qad", "ucf"]
+# every protocol, each cut to a few rows: together they hold every kind of row -- shared (another
+# protocol's model), reused (identical options, or a first training stage) and trained -- with one
+# variant trained for its own options (dpl_concat); each stage costs a process start, so no more
 PROTOCOL_CUTS = {
     "cross_manipulation": {"methods": ["dpl"], "train_sets": [{"name": "ff_c23_DF", "label": "DF"},
                                                               {"name": "ff_c23_NT", "label": "NT"}]},
@@ -50,22 +39,12 @@ PROTOCOL_CUTS = {
     "ablation_backbone": {"methods": [{"name": "baseline_resnet", "label": "R", "paper": "resnet50"},
                                       {"name": "dpl_resnet", "label": "R+DPL", "paper": "resnet50_dpl"}]},
     "ablation_fusion": {"methods": [{"name": "dpl", "label": "Add"}, {"name": "dpl_concat", "label": "Concat"}]},
-    "ablation_lreg": {"methods": [{"name": "dpl", "label": "all"}, {"name": "dpl_lreg_last", "label": "last"}]},
-    "ablation_clip": {"methods": [{"name": "dpl_clip_add_psi", "label": "Add(CLIP, Psi)"}]},
+    "ablation_lreg": {"methods": [{"name": "dpl", "label": "all"}]},
+    "ablation_clip": {"methods": [{"name": "dpl", "label": "DPL"}]},
     "ablation_reading": {"methods": [{"name": "baseline", "label": "Baseline (BCE)"},
-                                     {"name": "dpl_r_lreg", "label": "release, L_REG as printed"},
                                      {"name": "dpl_r_ppo", "label": "release, PPO as printed"},
                                      {"name": "dpl", "label": "DPL, release reading"}]},
 }
-
-
-def _set(params, dotted, value):
-    node = params
-    *parents, last = dotted.split(".")
-    for p in parents:
-        node = node[p]
-    assert last in node, dotted  # the override must name a real key
-    node[last] = value
 
 
 def make_project(proj: Path) -> dict:
@@ -74,9 +53,7 @@ def make_project(proj: Path) -> dict:
         shutil.copytree(ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in (".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, proj / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in TINY.items():
-        _set(params, key, value)
+    params = config.load_params({"profile": "tiny", "grid.methods": json.dumps(GRID_METHODS)}, root=ROOT)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for name, cut in PROTOCOL_CUTS.items():
         path = proj / "protocols" / f"{name}.yaml"
@@ -117,7 +94,7 @@ def test_repro_writes_every_protocol_into_one_report(project):
     assert list(metrics.columns) == COLUMNS
     protocols = yaml.safe_load((proj / "params.yaml").read_text())["grid"]["protocols"]
     assert set(metrics["protocol"]) == set(protocols)
-    assert set(metrics.loc[metrics.protocol == "cross_quality", "method"]) == set(TINY["grid.methods"])
+    assert set(metrics.loc[metrics.protocol == "cross_quality", "method"]) == set(GRID_METHODS)
     assert set(metrics.loc[metrics.protocol == "cross_manipulation", "train_set"]) == {"ff_c23_DF", "ff_c23_NT"}
     assert set(metrics.loc[metrics.protocol == "cross_dataset", "test_set"]) == {"FSH"}
     rob = metrics[metrics.protocol == "robustness"]
@@ -129,7 +106,7 @@ def test_repro_writes_every_protocol_into_one_report(project):
         assert f'<section class="protocol" id="{name}">' in html and f'href="#{name}"' in html  # in the contents
     assert "Measured minus published" in html and "Training curves" in html
     cost = pd.read_csv(proj / "results/cost.csv")
-    assert set(cost["method"]) == set(TINY["grid.methods"]) and set(cost["setting"]) == {"default"}
+    assert set(cost["method"]) == set(GRID_METHODS) and set(cost["setting"]) == {"default"}
     tex = (proj / "results/tables/cross_quality.tex").read_text()
     assert "\\toprule" in tex and "baseline" in tex and "dpl" in tex and "\\textbf" in tex
 
