@@ -7,7 +7,7 @@ Clones this repository (its last commit, as a user's fresh clone) into ``--out``
 methods, seeds, datasets, distortions -- stays the default's), regenerates dvc.yaml, runs the
 whole grid once with ``python -m benchmark run jobs=N`` and commits, then times what a user pays
 to learn that nothing needs to run. Prints ``key=value`` lines: the stage count, the size of
-dvc.lock, the first run's wall time, and the wall time of ``dvc status``, ``dvc repro`` and
+dvc.lock, the first run's wall and CPU time, and the wall and CPU time (the commands' processes) of ``dvc status``, ``dvc repro`` and
 ``python -m benchmark run`` with nothing changed (best of ``--repeat``).
 
 The data are tiny, so a stage's hashes cover fewer files than at the default size; DVC skips
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -34,12 +35,18 @@ sys.path.insert(0, str(REPO))
 from benchmark import config  # noqa: E402
 
 
-def sh(cmd: list[str], cwd: Path, env: dict) -> float:
-    t = time.perf_counter()
+def sh(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
+    """(wall, CPU of the command and its children) seconds of running ``cmd``."""
+    t, c = time.perf_counter(), _children_cpu()
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if p.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return time.perf_counter() - t
+    return time.perf_counter() - t, _children_cpu() - c
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> None:
@@ -66,16 +73,16 @@ def main() -> None:
     names = subprocess.run(dvc + ["stage", "list", "--name-only"], cwd=proj, env=env, capture_output=True,
                            text=True, check=True).stdout.split()
     print(f"stages={len(names)}", flush=True)
-    first = sh(py + ["run", f"jobs={a.jobs}"], proj, env)
-    print(f"first_run_wall_s={first:.1f}", flush=True)
+    wall, cpu = sh(py + ["run", f"jobs={a.jobs}"], proj, env)
+    print(f"first_run_wall_s={wall:.1f}\nfirst_run_cpu_s={cpu:.1f}", flush=True)
     sh(["git", "add", "-A"], proj, env)
     sh(["git", "commit", "-qm", "tiny grid"], proj, env)
     lock = proj / "dvc.lock"
     print(f"dvc_lock_bytes={lock.stat().st_size}", flush=True)
     print(f"dvc_lock_stages={len(yaml.safe_load(lock.read_text())['stages'])}", flush=True)
     for label, cmd in (("dvc_status", dvc + ["status"]), ("dvc_repro", dvc + ["repro"]), ("run", py + ["run"])):
-        best = min(sh(cmd, proj, env) for _ in range(a.repeat))
-        print(f"noop_{label}_wall_s={best:.2f}", flush=True)
+        wall, cpu = min(sh(cmd, proj, env) for _ in range(a.repeat))
+        print(f"noop_{label}_wall_s={wall:.2f}\nnoop_{label}_cpu_s={cpu:.2f}", flush=True)
     status = subprocess.run(dvc + ["status", "--json"], cwd=proj, env=env, capture_output=True, text=True)
     print(f"stale_after={len(json.loads(status.stdout or '{}'))}")
 
