@@ -7,8 +7,9 @@ Clones this repository (its last commit, as a user's fresh clone) into ``--out``
 methods, seeds, datasets, distortions -- stays the default's), regenerates dvc.yaml, runs the
 whole grid once with ``python -m benchmark run jobs=N`` and commits, then times what a user pays
 to learn that nothing needs to run. Prints ``key=value`` lines: the stage count, the size of
-dvc.lock, the first run's wall and CPU time, and the wall and CPU time (the commands' processes) of ``dvc status``, ``dvc repro`` and
-``python -m benchmark run`` with nothing changed (best of ``--repeat``).
+dvc.lock, the first run's wall and CPU time, and the wall and CPU time (of the commands'
+processes) of ``dvc status``, ``dvc repro`` and ``python -m benchmark run`` with nothing changed
+(best of ``--repeat``).
 
 The data are tiny, so a stage's hashes cover fewer files than at the default size; DVC skips
 rehashing unchanged files by their inode and mtime, so what grows with the grid is the number of
