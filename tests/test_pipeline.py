@@ -370,3 +370,27 @@ def test_publish_keeps_an_earlier_stages_last_and_best_validation_checkpoints(tm
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         "I/best_auc_epoch_1.pth", "I/epoch_2.pth", "history.csv", "model.pt", "train.json"]
     assert (out / "I/epoch_2.pth").read_bytes() == b"I/epoch_2.pth" and not work.exists()
+
+
+def test_a_started_stage_is_reaped_by_the_executor_not_by_a_later_subprocess(tmp_path, monkeypatch):
+    """``run`` waits for its stages with os.wait4; a stage's child that exits while other code
+    starts a subprocess (DVC's git calls do) must still be there for it. (It was not: the dropped
+    Popen object put the child on subprocess's orphan list, the next Popen reaped it, and
+    `run jobs=2` died with ChildProcessError.)"""
+    import gc
+    import time
+    from types import SimpleNamespace
+
+    from benchmark.pipeline import executor
+    monkeypatch.setattr(executor, "LOGS", tmp_path)
+    running = executor._start(SimpleNamespace(name="s", argv=["python", "-c", "pass"]), threads=1)
+    pid = next(iter(running))
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z":  # exited, not reaped
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.05)
+    gc.collect()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)  # what reaps subprocess's orphans
+    got, status, _ = os.wait4(pid, 0)
+    assert got == pid and os.waitstatus_to_exitcode(status) == 0
+    running[pid][1].close()

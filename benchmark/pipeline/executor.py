@@ -192,8 +192,8 @@ def _execute(state: _State, todo: list[dag.Instance], jobs: int, threads: int) -
         pid, status, usage = os.wait4(-1, 0)
         if pid not in running:
             continue
-        inst, log, start = running.pop(pid)
-        code = os.waitstatus_to_exitcode(status)
+        inst, log, start, proc = running.pop(pid)
+        code = proc.returncode = os.waitstatus_to_exitcode(status)
         log.close()
         wall, cpu = time.perf_counter() - start, usage.ru_utime + usage.ru_stime
         with open(LOGS / "times.tsv", "a") as fh:
@@ -244,7 +244,9 @@ def _start(inst: dag.Instance, threads: int) -> dict:
     log = open(LOGS / f"{inst.name}.log", "w")
     argv = [sys.executable, *inst.argv[1:]]  # "python -m benchmark …" with this interpreter
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=_env(threads))
-    return {proc.pid: (inst, log, time.perf_counter())}
+    # the Popen object is kept until os.wait4 reaps the child: one dropped while the child runs goes to
+    # subprocess's list of orphans, which the next Popen (DVC's git, ...) reaps -- lost to wait4
+    return {proc.pid: (inst, log, time.perf_counter(), proc)}
 
 
 def _dvc_stage(repo, name: str):
