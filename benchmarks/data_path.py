@@ -118,7 +118,7 @@ def sizes(faces: Path, pngs: Path | None, m: pd.DataFrame) -> None:
         store_files=s_files, store_bytes_on_disk=s_bytes, png_payload_bytes=int(m["nbytes"].sum()),
         raw_rgb_bytes=int(len(m) * store.read_crop(faces, m.iloc[0]).size),
         store_bytes_per_crop=s_bytes / len(m),
-        store_gb_at_ffpp_size=s_bytes / per_q * FFPP_VIDEOS_PER_QUALITY * len(m["quality"].unique()) / 1e9,
+        store_gb_at_ffpp_size=s_bytes / n_videos * FFPP_VIDEOS_PER_QUALITY * len(m["quality"].unique()) / 1e9,
         store_files_at_ffpp_size=int(FFPP_VIDEOS_PER_QUALITY * len(m["quality"].unique())),
         png_files_at_ffpp_size=int(len(m) / per_q * FFPP_VIDEOS_PER_QUALITY))
 
