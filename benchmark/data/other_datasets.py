@@ -11,9 +11,12 @@ manipulation, quality, split), so extraction, evaluation and metrics treat them 
 - ``ffiw`` (FFIW10K): ``root/source/<split>/*.mp4`` (real) and ``root/target/<split>/*.mp4``
   (manipulated; same file names as their sources), split ``test`` by default. Expected
   videos: the names found in either folder, in both. Fakes get manipulation ``FFIW``.
-  Deviation: FFIW10K videos show several faces; extraction keeps the largest per frame, as
-  for every dataset here, so a fake whose manipulated face is not the largest is scored on a
-  real face.
+  Deviation: FFIW10K videos show several faces; ``datasets.<id>.faces`` picks which are
+  extracted (``track``: the identity that continues through the video, ``largest`` per frame,
+  ``all``: every track as its own ``face``), and every face gets its video's label: FFIW10K's
+  face-level labels are not read (their annotation files were not available to build against),
+  so a fake video's real faces are scored as fake under ``all``, and under ``track`` a fake is
+  scored on a real face when the tracked one is not the manipulated one.
 
 Each is released in one compression, which the harness files under the quality name
 ``quality`` (default ``c23``: the protocols test them as c23). ``list_videos`` returns rows
