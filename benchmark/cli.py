@@ -140,6 +140,7 @@ def preflight(verb: str, args: dict, params: dict) -> None:
         cls = registry.get(registry.METHODS, root)
         method_schema.check_options(name, cls, opts)
         method = method_schema.dry_build(name, cls, opts)
+        method_schema.check_input_size(name, method, params["extract"]["size"])
         cfg = pipeline.train_cfg(params, name)  # checks the entry's `train` keys too
         for stage, epochs in method.training_stages(cfg["epochs"]) if trains else ():
             recipe = optim.stage_recipe(method, stage, {**cfg, "epochs": epochs})

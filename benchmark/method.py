@@ -98,6 +98,10 @@ class Method(nn.Module):
         optim_wrapper.update_params(losses["loss"])
         return losses
 
+    def check_input_size(self, size: int) -> None:
+        """Refuse (``UserError``, naming the option to set) a crop side this model cannot take;
+        the preflight calls it with ``extract.size`` before any stage starts. Default: any side."""
+
     def on_train_iter(self, iteration: int, max_iters: int, iters_per_epoch: int) -> None:
         """Training progress before each iteration (see the module docstring); default: ignored."""
 

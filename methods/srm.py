@@ -93,11 +93,16 @@ class SRMNet(Method):
         self.fusion = Fusion(2 * ch[-1], ch[-1])
         self.head = AMSoftmaxHead(ch[-1], am_softmax, margin, scale)
 
+    def check_input_size(self, size: int) -> None:
+        if int(size) != self.input_size:
+            raise UserError(f"srm was built for {self.input_size}-px input (its DCMA maps are over that many "
+                            f"positions), got {size} px; set methods.srm.input_size: {size}")
+
     def forward(self, batch: dict) -> dict:
         image = batch["image"]
-        if tuple(image.shape[-2:]) != (self.input_size, self.input_size):
-            raise UserError(f"srm was built for {self.input_size}-px input (its DCMA maps are over that many "
-                            f"positions), got {tuple(image.shape[-2:])}; set methods.srm.input_size")
+        if image.shape[-1] != image.shape[-2]:
+            raise UserError(f"srm takes square crops, got {tuple(image.shape[-2:])}")
+        self.check_input_size(image.shape[-1])
         rgb = self.normalize(image)
         hf = self.srm.image(2 * image - 1)  # the original's input scale, [-1, 1]
         att = self.attention(hf)

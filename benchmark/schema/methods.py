@@ -92,6 +92,14 @@ def dry_build(entry: str, cls, opts: dict):
                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
+def check_input_size(entry: str, method, size: int) -> None:
+    """The built ``method`` takes ``size``-px crops (``Method.check_input_size``), or one line."""
+    try:
+        method.check_input_size(int(size))
+    except UserError as e:
+        raise _named(entry, e) from None
+
+
 def _named(entry: str, e: UserError) -> UserError:
     msg = str(e)
     return e if msg.startswith("methods.") else UserError(f"methods.{entry}: {msg}")
