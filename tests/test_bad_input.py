@@ -124,6 +124,7 @@ def test_every_method_refuses_bad_options_before_any_stage(project, monkeypatch,
     # a crop side the model cannot take (Method.check_input_size): refused up front, not mid-grid
     (["run", "protocol=cross_quality", "extract.size=32"], "methods.srm: srm was built for 64-px input"),
     (["train", "method=srm", "extract.size=32"], "set methods.srm.input_size: 32"),
+    (["train", "method=baseline_swin_t", "extract.size=32"], "set its backbone_kwargs img_size: 32"),
 ])
 def test_arguments_options_and_protocol_files(project, monkeypatch, capsys, argv, fragment):
     assert fragment in _refused(project, monkeypatch, capsys, argv)
@@ -172,12 +173,12 @@ def test_schema_declares_every_params_key_and_nothing_else():
 
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
 def test_every_profile_is_valid(profile, monkeypatch):
-    """Its values, and every grid method built with them takes its crop side (the preflight's checks)."""
+    """Its values, and every methods entry built with them takes its crop side (the preflight's checks)."""
     from benchmark import config, pipeline
     monkeypatch.chdir(ROOT)
     params = config.load_params({"profile": profile})
     schema.validate(params)
-    for name in params["grid"]["methods"]:
+    for name in params["methods"]:
         root, opts = pipeline.resolve_method(params, name)
         method = method_schema.dry_build(name, registry.get(registry.METHODS, root), opts)
         method_schema.check_input_size(name, method, params["extract"]["size"])

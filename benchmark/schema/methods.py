@@ -93,11 +93,18 @@ def dry_build(entry: str, cls, opts: dict):
 
 
 def check_input_size(entry: str, method, size: int) -> None:
-    """The built ``method`` takes ``size``-px crops (``Method.check_input_size``), or one line."""
+    """The built ``method`` takes ``size``-px crops, or one line: its own check
+    (``Method.check_input_size``), and any timm patch embedding built for one fixed side
+    (``strict_img_size``: Swin, a ViT without ``dynamic_img_size``)."""
     try:
         method.check_input_size(int(size))
     except UserError as e:
         raise _named(entry, e) from None
+    for module in method.modules():
+        fixed = getattr(module, "img_size", None)
+        if getattr(module, "strict_img_size", False) and fixed is not None and tuple(fixed) != (size, size):
+            raise UserError(f"methods.{entry}: its backbone's {type(module).__name__} was built for {tuple(fixed)}-px "
+                            f"input, got {size} px (extract.size); set its backbone_kwargs img_size: {size}")
 
 
 def _named(entry: str, e: UserError) -> UserError:
