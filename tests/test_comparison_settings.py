@@ -93,7 +93,8 @@ def test_baseline_vit_is_uia_vits_own_vit_under_the_baselines_head():
     _, vit = pipeline.resolve_method(params, "baseline_vit")
     _, uia = pipeline.resolve_method(params, "uia_vit")
     assert vit["backbone"] == uia["backbone"] and vit["pretrained"] == uia["pretrained"]
-    assert vit["backbone_kwargs"] == {k: uia[k] for k in ("img_size", "patch_size", "depth")}
+    # UIA-ViT always builds its ViT with dynamic_img_size (methods/uia_vit.py)
+    assert vit["backbone_kwargs"] == {**{k: uia[k] for k in ("img_size", "patch_size", "depth")}, "dynamic_img_size": True}
     assert pipeline.train_cfg(params, "baseline_vit")["optimizer"] == pipeline.train_cfg(params, "uia_vit")["optimizer"]
 
 
