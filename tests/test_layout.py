@@ -91,3 +91,22 @@ def test_the_engine_resolves_each_name_from_its_submodule_on_first_use():
     assert callable(engine.train)  # the function, not a submodule of the same name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         engine.nope  # noqa: B018
+
+
+def test_no_cached_stage_output_is_tracked_by_git():
+    """DVC refuses to record a stage whose cached output git tracks (OutputAlreadyTrackedError): a
+    fresh clone's `dvc repro` then fails at that stage (it did, at the report, for results/metrics.json)."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode:
+        pytest.skip("not a git checkout")
+    files = set(tracked.stdout.split())
+    import yaml
+    cached = []
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
+        for out in stage.get("outs", []):  # (a foreach stage's templated outs are under `do:`)
+            path, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+            if (opts or {}).get("cache", True):
+                cached.append(path.rstrip("/"))
+    assert "results/metrics.json" in cached
+    clash = sorted(f for f in files for p in cached if f == p or f.startswith(p + "/"))
+    assert not clash, clash
