@@ -26,7 +26,7 @@ backbone (``benchmark.method.Method.use_input_stats``), never with hard-coded Im
 
 timm is imported where a model is made, not with this module: the registries import every method
 (``benchmark.registry.load_all``), and the verbs that build no model (metrics, report, extract, ...) then
-start ~2 s sooner.
+start without it (``benchmarks/stage_start.py`` measures what it costs).
 """
 from __future__ import annotations
 
