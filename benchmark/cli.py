@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         verb, args, overrides = parse(sys.argv[1:] if argv is None else argv)
         _single_process_unless_training(verb)
         params = config.load_params(overrides)
+        if verb in pipeline.STAGE_FUNCTIONS:  # before torch's first operation (the preflight builds models)
+            from benchmark.engine import device
+            device.set_numerics(params["numerics"])
         preflight(verb, args, params)
         if verb in ("check-regression", "update-reference"):
             return regression_verb(verb, args["rerun"], params, overrides)

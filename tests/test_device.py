@@ -287,3 +287,65 @@ def test_the_preprocessor_moves_batches_to_the_model_device():
     data = {"image": torch.zeros(2, 3, 8, 8, dtype=torch.uint8).pin_memory(), "label": torch.tensor([0, 1])}
     batch = model.data_preprocessor(data, True)["batch"]
     assert {v.device.type for v in batch.values()} == {"cuda"}
+
+
+# ---------------------------------------------------------------- numerics: native | portable
+# A short training of a small conv net in a new process, its weights' digest printed; a narrower
+# CPU is emulated by capping the ISA oneDNN, MKL and ATen may use.
+PROBE = """
+import hashlib, sys
+import benchmark
+from benchmark.engine import device
+device.set_numerics(sys.argv[1])
+import torch
+from torch import nn
+torch.set_num_threads(1)
+torch.manual_seed(0)
+net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2),
+                    nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 2))
+opt = torch.optim.AdamW(net.parameters(), 1e-2)
+x, y = torch.rand(16, 3, 32, 32), torch.randint(0, 2, (16,))
+for _ in range(5):
+    loss = nn.functional.cross_entropy(net(x), y)
+    opt.zero_grad(); loss.backward(); opt.step()
+print(device.numerics())
+print(hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in net.parameters())).hexdigest())
+"""
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+NEEDS_AVX2 = pytest.mark.skipif(not torch.cpu._is_avx2_supported(), reason="numerics=portable needs an AVX2 CPU")
+
+
+def _probe(mode: str, **env) -> tuple[str, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", *AVX2_ONLY)}
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
+                         env={**clean, **env}, cwd=ROOT).stdout.split("\n")
+    return out[0], out[1]
+
+
+@NEEDS_AVX2
+def test_portable_numerics_give_the_same_bits_on_a_narrower_cpu():
+    how, here = _probe("portable")
+    assert how == "portable (ATen AVX2, oneDNN off)"
+    assert _probe("portable", **AVX2_ONLY)[1] == here
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() == "AVX2",
+                    reason="this CPU is itself AVX2-only: native and the emulated AVX2 CPU are the same")
+def test_native_numerics_differ_on_a_narrower_cpu():
+    """The control of the test above: without portable numerics the emulated CPU rounds otherwise
+    (so that test can fail), as a CI runner of another CPU model did."""
+    how, here = _probe("native")
+    assert how.startswith("native (ATen ") and _probe("native", **AVX2_ONLY)[1] != here
+
+
+@NEEDS_AVX2
+def test_portable_numerics_after_torch_computed_is_one_line_and_changes_nothing():
+    torch.ones(2).sum()  # torch fixes its ISA at its first operation
+    before = (os.environ.get("ATEN_CPU_CAPABILITY"), os.environ.get("MKL_CBWR"), torch.backends.mkldnn.enabled)
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        pytest.skip("this process already computes at AVX2")
+    with pytest.raises(UserError, match=r"^numerics=portable: torch already computed at \w+ in this process"):
+        dev.set_numerics("portable")
+    assert (os.environ.get("ATEN_CPU_CAPABILITY"), os.environ.get("MKL_CBWR"), torch.backends.mkldnn.enabled) == before
+    with pytest.raises(UserError, match="numerics='fast' is unknown; choose native or portable"):
+        dev.set_numerics("fast")

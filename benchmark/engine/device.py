@@ -14,6 +14,16 @@
   reproducible matmuls, set before its first use). An op without a deterministic kernel then
   warns instead of stopping training; ``nondeterministic_ops()`` collects their names (shown
   once each) for ``train.json``. Off: cuDNN may pick its fastest kernels (``benchmark=True``).
+* ``set_numerics(mode)`` / ``numerics()``: params.yaml ``numerics``, how the CPU does float
+  arithmetic. ``native``: torch's fastest kernels for this CPU (ATen's widest vector ISA, oneDNN,
+  NNPACK), whose rounding differs between CPU models; since a training amplifies a last-bit
+  difference, the same seed can then end 0.05-0.1 AUC apart on two machines (the CI grid did:
+  ``results/reference.json``). ``portable``: the same bits on every x86-64 CPU with AVX2 -- ATen
+  at AVX2 (``ATEN_CPU_CAPABILITY``), MKL in its AVX2 reproducibility branch (``MKL_CBWR``,
+  guaranteed by Intel on its CPUs; other vendors' AVX2 CPUs run the same branch, not guaranteed),
+  oneDNN and NNPACK off (their blocking follows the CPU) -- at about 1.3x the CPU time
+  (``benchmarks/numerics.py``). Set before torch's first operation in the process (the CLI does,
+  for the stage verbs); CUDA kernels are not affected.
 * ``channels_last(module)``: NHWC memory layout of the 4-d weights (tensor cores prefer it).
 * ``describe(device)``: "cpu" or "cuda:0 (NVIDIA H200)" for provenance.
 """
@@ -108,6 +118,39 @@ def nondeterministic_ops():
 
         warnings.showwarning = record
         yield found
+
+
+NUMERICS = ("native", "portable")
+PORTABLE_ISA = "AVX2"
+_numerics = "native"
+
+
+def set_numerics(mode: str) -> None:
+    """Apply params.yaml ``numerics`` (module docstring) to this process and its children."""
+    global _numerics
+    if mode not in NUMERICS:
+        raise UserError(f"numerics={mode!r} is unknown; choose native or portable")
+    if mode == "native":
+        return
+    if not torch.cpu._is_avx2_supported():
+        raise UserError("numerics=portable needs an x86-64 CPU with AVX2, which this machine lacks; "
+                        "use numerics=native (its numbers then match only machines of this kind)")
+    before = os.environ.get("ATEN_CPU_CAPABILITY")
+    os.environ["ATEN_CPU_CAPABILITY"] = PORTABLE_ISA.lower()  # read at torch's first dispatch
+    got = torch.backends.cpu.get_cpu_capability()
+    if got != PORTABLE_ISA:  # torch fixed its ISA at a first operation: leave the process as it was
+        os.environ.pop("ATEN_CPU_CAPABILITY") if before is None else os.environ.update(ATEN_CPU_CAPABILITY=before)
+        raise UserError(f"numerics=portable: torch already computed at {got} in this process (its first "
+                        f"operation ran before the setting); run the command in a new process")
+    os.environ["MKL_CBWR"] = PORTABLE_ISA  # read at MKL's first call, which comes later
+    torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
+    _numerics = mode
+
+
+def numerics() -> str:
+    """How this process computes on the CPU, for train.json and the scores files."""
+    return f"{_numerics} (ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {'on' if torch.backends.mkldnn.enabled else 'off'})"
 
 
 def channels_last(module: torch.nn.Module) -> torch.nn.Module:

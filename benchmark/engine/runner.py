@@ -109,7 +109,8 @@ def train(method, dataset, work_dir: Path, cfg: dict, seed: int, levels=None, fi
         "compute": {"device": dev.describe(target), "amp": str(cfg.get("amp", "none")),
                     "channels_last": bool(cfg.get("channels_last", False)),
                     "launcher": str(launcher), "world_size": distributed.world_size(),
-                    "deterministic": deterministic, "nondeterministic_ops": list(skipped)},
+                    "deterministic": deterministic, "nondeterministic_ops": list(skipped),
+                    "numerics": dev.numerics()},
     }
     if len(method.training_stages(cfg["epochs"])) > 1:  # (a divergence may have stopped before the last)
         summary["stages"] = stages

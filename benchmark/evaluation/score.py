@@ -29,7 +29,7 @@ def compute(device, cfg: dict | None) -> dict:
     """What produced a scores file: the device and the evaluation's precision and layout."""
     cfg = cfg or {}
     return {"device": dev.describe(device), "amp": str(cfg.get("amp", "none")),
-            "channels_last": bool(cfg.get("channels_last", False))}
+            "channels_last": bool(cfg.get("channels_last", False)), "numerics": dev.numerics()}
 
 
 @torch.no_grad()

@@ -83,6 +83,10 @@ def code_deps(verb: str, methods=()) -> list[str]:
     return code.compact(code.closure(mods)) + list(VERB_FILES.get(verb, ()))
 
 
+#: params keys of every stage whose numbers torch computes (how the CPU rounds: engine.device)
+COMPUTED = ["numerics"]
+
+
 def method_params(params: dict, method: str) -> list[str]:
     return [f"methods.{m}" for m in specs.base_chain(params, method)]
 
@@ -104,7 +108,7 @@ def data_stages(params: dict, datasets: set[str]) -> list[Stage]:
         edges = cfg.get("indicator_edges")
         out.append(Stage("indicators", {"dataset": ds},
                          [faces, *([str(specs.indicators_json(edges))] if edges else []), *code_deps("indicators")],
-                         ["indicators", f"datasets.{ds}"],
+                         ["indicators", f"datasets.{ds}", *COMPUTED],
                          [Out(str(specs.indicators_json(ds))), Out(f"data/indicators/{ds}.parquet")], key=ds))
     return out
 
@@ -127,7 +131,7 @@ def train_stage(params: dict, method: str, train_set: str, reuse: str | None = N
     deps = [str(specs.faces_dir(ds)), str(specs.indicators_json(ds))]
     deps += [str(specs.model_dir(train_set, reuse, SEED))] if reuse else []
     return Stage("train", args, deps + code_deps("train", [specs.resolve_method(params, method)[0]]),
-                 ["train", *method_params(params, method)],
+                 ["train", *method_params(params, method), *COMPUTED],
                  [Out(str(specs.model_dir(train_set, method, SEED)))],
                  key=f"{method}-{train_set}", seeded=True, meta={"method": method, "train_set": train_set})
 
@@ -141,7 +145,7 @@ def evaluate_stage(params: dict, protocol: str, method: str, proto: dict | None 
     deps += sorted({str(specs.indicators_json(t["dataset"])) for t in tests})
     return Stage("evaluate", {"protocol": protocol, "method": method, "seed": SEED},
                  deps + code_deps("evaluate", [specs.resolve_method(params, method)[0]]),
-                 ["evaluate", "indicators", *method_params(params, method)],
+                 ["evaluate", "indicators", *method_params(params, method), *COMPUTED],
                  [Out(str(specs.scores_path(protocol, method, ts, SEED))) for ts in trains],
                  key=f"{protocol}-{method}", seeded=True, meta={"protocol": protocol, "method": method})
 
@@ -229,7 +233,7 @@ def analyze_stages(params: dict, protos: dict, rows: dict) -> list[Stage]:
             deps += sorted({str(specs.faces_dir(t["dataset"])) for t in tests})
             deps += sorted({str(specs.indicators_json(t["dataset"])) for t in tests})
             out.append(Stage("analyze", {"method": m, "protocol": p, "seed": FIRST_SEED},
-                             deps + code_deps("analyze", [root]), ["evaluate", *method_params(params, m)],
+                             deps + code_deps("analyze", [root]), ["evaluate", *method_params(params, m), *COMPUTED],
                              [Out(str(specs.analysis_dir(m)))], key=m, meta={"method": m, "protocol": p}))
     return out
 

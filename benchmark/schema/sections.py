@@ -45,12 +45,15 @@ PIN = Choice("auto", "pinned host memory: auto (on CUDA), true or false", choice
 PREFETCH = Int(2, "batches each DataLoader worker loads ahead (with num_workers > 0)", min=1)
 LAYOUT = Bool(False, "channels_last (NHWC) layout of the model and its batches")
 
-#: top-level scalar keys (the rest of params.yaml are sections); not part of any stage's key
+#: top-level scalar keys (the rest of params.yaml are sections); device and launcher are not part of any
+#: stage's key, numerics is part of the key of every stage whose numbers torch computes
 TOP = {
     "device": Pattern("auto", "where train, evaluate, indicators, cost, plots and analyze compute",
                       regex=r"auto|cpu|cuda(:\d+)?", shape="auto, cpu, cuda or cuda:N"),
     "launcher": Choice("none", "how `train` runs: one process, torchrun or SLURM tasks (data-parallel)",
                        choices=("none", "pytorch", "slurm")),
+    "numerics": Choice("native", "CPU float arithmetic: native (fastest for this CPU) or portable (the same bits "
+                       "on every AVX2 x86-64 CPU; benchmark/engine/device.py)", choices=("native", "portable")),
 }
 
 SECTIONS = {
