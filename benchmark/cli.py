@@ -88,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         verb, args, overrides = parse(sys.argv[1:] if argv is None else argv)
         _single_process_unless_training(verb)
         params = config.load_params(overrides)
-        if verb in pipeline.STAGE_FUNCTIONS:  # before torch's first operation (the preflight builds models)
-            from benchmark.engine import device
-            device.set_numerics(params["numerics"])
         preflight(verb, args, params)
         if verb in ("check-regression", "update-reference"):
             return regression_verb(verb, args["rerun"], params, overrides)
@@ -126,6 +123,9 @@ def preflight(verb: str, args: dict, params: dict) -> None:
     """Everything ``verb`` will read, checked before any stage starts (module docstring)."""
     from benchmark.schema import methods as method_schema
     schema.validate(params)
+    if verb in pipeline.STAGE_FUNCTIONS:  # before torch's first operation (dry_build below builds models)
+        from benchmark.engine import device
+        device.set_numerics(params["numerics"])
     protos = [config.load_protocol(p) for p in _protocols(verb, args, params)]
     for proto in protos:
         schema.check_protocol(proto, params)

@@ -84,7 +84,9 @@ def test_explicit_cpu_gives_the_same_bytes_as_the_default(frames, tmp_path):
     b, summary = _train(frames, tmp_path / "cpu", device="cpu")
     assert (tmp_path / "auto" / "model.pt").read_bytes() == (tmp_path / "cpu" / "model.pt").read_bytes()
     assert summary["compute"] == {"device": "cpu", "amp": "none", "channels_last": False, "launcher": "none",
-                                  "world_size": 1, "deterministic": True, "nondeterministic_ops": []}
+                                  "world_size": 1, "deterministic": True, "nondeterministic_ops": [],
+                                  "numerics": dev.numerics()}
+    assert dev.numerics() == f"native (ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN on)"
 
 
 # ---------------------------------------------------------------- mixed precision (CPU bf16)

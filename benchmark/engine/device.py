@@ -16,14 +16,15 @@
   once each) for ``train.json``. Off: cuDNN may pick its fastest kernels (``benchmark=True``).
 * ``set_numerics(mode)`` / ``numerics()``: params.yaml ``numerics``, how the CPU does float
   arithmetic. ``native``: torch's fastest kernels for this CPU (ATen's widest vector ISA, oneDNN,
-  NNPACK), whose rounding differs between CPU models; since a training amplifies a last-bit
-  difference, the same seed can then end 0.05-0.1 AUC apart on two machines (the CI grid did:
-  ``results/reference.json``). ``portable``: the same bits on every x86-64 CPU with AVX2 -- ATen
-  at AVX2 (``ATEN_CPU_CAPABILITY``), MKL in its AVX2 reproducibility branch (``MKL_CBWR``,
-  guaranteed by Intel on its CPUs; other vendors' AVX2 CPUs run the same branch, not guaranteed),
-  oneDNN and NNPACK off (their blocking follows the CPU) -- at about 1.3x the CPU time
-  (``benchmarks/numerics.py``). Set before torch's first operation in the process (the CLI does,
-  for the stage verbs); CUDA kernels are not affected.
+  NNPACK), whose rounding differs between CPU models; a training amplifies a last-bit
+  difference, so the same seed ends apart on two machines (the CI grid's baseline: up to 0.064
+  AUC between AVX-512 and an emulated AVX2-only CPU; on a CI runner the grid's AUCs moved by up
+  to 0.12 and failed the check). ``portable``: the same bits on every x86-64 CPU with AVX2 --
+  ATen at AVX2 (``ATEN_CPU_CAPABILITY``), MKL in its AVX2 reproducibility branch (``MKL_CBWR``,
+  guaranteed by Intel on its CPUs; other vendors' AVX2 CPUs run the same branch, not
+  guaranteed), oneDNN and NNPACK off (their blocking follows the CPU) -- at more CPU time
+  (``benchmarks/numerics.py`` measures it). Set before torch's first operation in the process
+  (the CLI does, for the stage verbs); CUDA kernels are not affected.
 * ``channels_last(module)``: NHWC memory layout of the 4-d weights (tensor cores prefer it).
 * ``describe(device)``: "cpu" or "cuda:0 (NVIDIA H200)" for provenance.
 """
