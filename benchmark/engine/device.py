@@ -151,7 +151,8 @@ def set_numerics(mode: str) -> None:
 
 def numerics() -> str:
     """How this process computes on the CPU, for train.json and the scores files."""
-    return f"{_numerics} (ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {'on' if torch.backends.mkldnn.enabled else 'off'})"
+    onednn = "on" if torch.backends.mkldnn.enabled else "off"
+    return f"{_numerics} (ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN {onednn})"
 
 
 def channels_last(module: torch.nn.Module) -> torch.nn.Module:
