@@ -146,9 +146,19 @@ def test_a_variant_in_the_grid_gets_its_roots_code(monkeypatch):
     params = config.load_params({"grid.methods": "[baseline, dpl_concat]", "grid.protocols": "[cross_quality]"})
     stages = {s.name: s for s in graph.stages(params)}
     train = stages["train-dpl_concat-ff_c23"]
-    assert "methods/dpl.py" in train.deps and train.params == ["train", "methods.dpl_concat", "methods.dpl"]
+    assert "methods/dpl.py" in train.deps and train.params == ["train", "methods.dpl_concat", "methods.dpl", "numerics"]
     assert "reuse" not in train.args  # its base is not trained in this grid
     assert train.cmd == "python -m benchmark train method=dpl_concat train_set=ff_c23 seed=${item.seed}"
+
+
+def test_every_stage_torch_computes_is_keyed_by_the_numerics(monkeypatch):
+    """numerics: portable changes the bits a training or a score ends with, so it reruns those
+    stages (and only those: data synthesis, extraction and the tables do not depend on it; the
+    report reads every key, since it records the params that made the metrics)."""
+    monkeypatch.chdir(ROOT)
+    for s in graph.stages(config.load_params()):
+        if s.verb != "report":
+            assert ("numerics" in s.params) == (s.verb in ("indicators", "train", "evaluate", "analyze")), s.name
 
 
 def test_waves_put_every_stage_after_what_it_reads(monkeypatch):
