@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 LOOP = """
 import hashlib, json, sys, time
 import benchmark
@@ -44,6 +43,8 @@ print(json.dumps(dict(how=device.numerics(), cpu_per_step=cpu / {steps}, digest=
 
 def run(mode: str, narrow: bool, args) -> dict:
     import os
+
+    from benchmark.engine.device import AVX2_ONLY_ENV as AVX2_ONLY
     env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", *AVX2_ONLY)}
     code = LOOP.format(mode=mode, model=args.model, size=args.size, batch=args.batch, steps=args.steps)
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,

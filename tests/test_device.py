@@ -313,7 +313,7 @@ for _ in range(5):
 print(device.numerics())
 print(hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in net.parameters())).hexdigest())
 """
-AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+AVX2_ONLY = dev.AVX2_ONLY_ENV
 NEEDS_AVX2 = pytest.mark.skipif(not torch.cpu._is_avx2_supported(), reason="numerics=portable needs an AVX2 CPU")
 
 

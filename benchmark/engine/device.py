@@ -123,6 +123,9 @@ def nondeterministic_ops():
 
 NUMERICS = ("native", "portable")
 PORTABLE_ISA = "AVX2"
+#: the environment that makes an AVX-512 CPU compute as an AVX2-only one would (oneDNN, MKL and
+#: ATen capped at AVX2): how the tests and benchmarks/numerics.py check portable numerics
+AVX2_ONLY_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 _numerics = "native"
 
 
@@ -140,7 +143,10 @@ def set_numerics(mode: str) -> None:
     os.environ["ATEN_CPU_CAPABILITY"] = PORTABLE_ISA.lower()  # read at torch's first dispatch
     got = torch.backends.cpu.get_cpu_capability()
     if got != PORTABLE_ISA:  # torch fixed its ISA at a first operation: leave the process as it was
-        os.environ.pop("ATEN_CPU_CAPABILITY") if before is None else os.environ.update(ATEN_CPU_CAPABILITY=before)
+        if before is None:
+            del os.environ["ATEN_CPU_CAPABILITY"]
+        else:
+            os.environ["ATEN_CPU_CAPABILITY"] = before
         raise UserError(f"numerics=portable: torch already computed at {got} in this process (its first "
                         f"operation ran before the setting); run the command in a new process")
     os.environ["MKL_CBWR"] = PORTABLE_ISA  # read at MKL's first call, which comes later
