@@ -176,6 +176,21 @@ def test_waves_put_every_stage_after_what_it_reads(monkeypatch):
         "python -m benchmark synthesize dataset=ff"]
 
 
+def test_upstream_relates_a_dep_to_the_outputs_it_lies_in_or_holds():
+    """By hand: a dep inside an output, a directory holding outputs, a sibling that only shares a
+    prefix (``data/ab`` is not under ``data/a``), a stage's own outputs, a dep nobody makes."""
+    def inst(name, deps, outs):
+        return dag.Instance(name, graph.Stage(name, {}, [], [], []), None, deps, outs)
+    insts = [inst("make_a", ["raw"], ["data/a"]), inst("make_ab", [], ["data/ab/"]),
+             inst("make_b", [], ["data/b/x.pt", "data/b/y.pt"]),
+             inst("inside", ["data/a/f.png"], []), inst("holds", ["data/b"], []), inst("all", ["data"], []),
+             inst("sibling", ["data/ab/z"], []), inst("self", ["out/k"], ["out"])]
+    assert dag.upstream(insts) == {
+        "make_a": [], "make_ab": [], "make_b": [], "inside": ["make_a"], "holds": ["make_b"],
+        "all": ["make_a", "make_ab", "make_b"], "sibling": ["make_ab"], "self": []}
+    assert dag.producers(insts)("data/b/") == {"make_b"} and dag.producers(insts)("raw") == set()
+
+
 @pytest.mark.parametrize("protocol, method, message", [
     ("cross_quality", "dpl_concat", "method 'dpl_concat' has no stages in protocol 'cross_quality'"),
     ("ablation_fusion", "baseline", "its methods are: dpl, dpl_attention, dpl_concat"),

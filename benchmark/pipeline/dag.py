@@ -3,6 +3,7 @@ they form, derived from deps and outs as DVC derives its own (``upstream``, ``wa
 ``with_upstream``)."""
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -53,16 +54,32 @@ def instances(params: dict, all_stages: list[Stage] | None = None) -> list[Insta
     return out
 
 
-def _inside(path: str, out: str) -> bool:
-    return path == out or path.startswith(out.rstrip("/") + "/") or out.startswith(path.rstrip("/") + "/")
+def producers(insts: list[Instance]):
+    """``find(dep)``: the instances whose outputs ``dep`` reads (an output it lies inside, or the
+    outputs under it when it is a directory), as DVC relates deps to outs. Each lookup walks the
+    dep's ancestors and the contiguous run of outputs under it in a sorted index: linear in the grid."""
+    by_out: dict[str, list[str]] = {}
+    for i in insts:
+        for o in i.outs:
+            by_out.setdefault(o.rstrip("/"), []).append(i.name)
+    keys = sorted(by_out)
+
+    def find(dep: str) -> set[str]:
+        parts = dep.rstrip("/").split("/")
+        found = {n for j in range(1, len(parts) + 1) for n in by_out.get("/".join(parts[:j]), ())}
+        below = "/".join(parts) + "/"
+        for k in keys[bisect.bisect_left(keys, below):]:
+            if not k.startswith(below):
+                break
+            found.update(by_out[k])
+        return found
+    return find
 
 
 def upstream(insts: list[Instance]) -> dict[str, list[str]]:
-    """{instance: the instances whose outputs it reads} (a dep inside an output, or a directory
-    holding outputs), as DVC derives its DAG."""
-    producers = [(o, i.name) for i in insts for o in i.outs]
-    return {i.name: sorted({n for d in i.deps for o, n in producers if n != i.name and _inside(d, o)})
-            for i in insts}
+    """{instance: the instances whose outputs it reads}, as DVC derives its DAG."""
+    find = producers(insts)
+    return {i.name: sorted({n for d in i.deps for n in find(d)} - {i.name}) for i in insts}
 
 
 def waves(insts: list[Instance], only: set[str] | None = None) -> list[list[Instance]]:

@@ -21,10 +21,10 @@ def stage_key(verb: str, params: dict, **args) -> str:
     want = {k: str(v) for k, v in args.items()}
     for inst in insts:
         if inst.stage.verb == verb and {k: _arg(v, inst.seed) for k, v in inst.stage.args.items()} == want:
-            return _key(inst, insts, params)
+            return _key(inst, insts, params, dag.producers(insts))
     extra = _ad_hoc(verb, params, args)  # a command outside the grid (`train method=X` by hand)
     inst = dag.instances({**params, "grid": {**params["grid"], "seeds": [seed]}}, [extra])[0]
-    return _key(inst, insts + [inst], params)
+    return _key(inst, insts + [inst], params, dag.producers(insts + [inst]))
 
 
 def _arg(value, seed) -> str:
@@ -39,19 +39,19 @@ def _ad_hoc(verb: str, params: dict, args: dict) -> graph.Stage:
     raise KeyError(f"no {verb} stage with {args} in the grid")
 
 
-def _key(inst, insts, params: dict, memo: dict | None = None) -> str:
+def _key(inst, insts, params: dict, find, memo: dict | None = None) -> str:
     memo = {} if memo is None else memo
     if inst.name in memo:
         return memo[inst.name]
-    producers = {o: i for i in insts for o in i.outs if i.name != inst.name}
+    by_name = {i.name: i for i in insts}
     h = hashlib.sha256(json.dumps([inst.name, inst.cmd], sort_keys=True).encode())
     for key in inst.stage.params:
         h.update(json.dumps([key, config.subtree(params, key)], sort_keys=True, default=str).encode())
     for dep in inst.deps:
-        ups = [p for o, p in producers.items() if dag._inside(dep, o)]
+        ups = sorted(find(dep) - {inst.name})
         if ups:
-            for up in sorted(ups, key=lambda i: i.name):
-                h.update(_key(up, insts, params, memo).encode())
+            for up in ups:
+                h.update(_key(by_name[up], insts, params, find, memo).encode())
         else:
             h.update(dep.encode() + _content(dep))
     memo[inst.name] = h.hexdigest()[:16]
