@@ -4,8 +4,10 @@ Verb arguments (``method=dpl``, ``protocol=cross_quality``, …) name what to ac
 other ``key=value`` overrides params.yaml (dotted keys). Before any stage starts, ``preflight``
 checks everything the verb will read: every params value (``benchmark.schema``), the protocol
 files, the train set ids, and every method it will build, built once on the meta device with
-its resolved options (plus, where it trains, each stage's optimiser and schedulers). Bad input
-ends with one line on stderr and exit code 2, as does a full disk (the rerun resumes).
+its resolved options (plus, where it trains, each stage's optimiser and schedulers). ``run``
+(without overrides) builds the methods once DVC has found a stage to run, before it starts: a
+rerun with nothing to do builds no model. Bad input ends with one line on stderr and exit code
+2, as does a full disk (the rerun resumes).
 """
 from __future__ import annotations
 
@@ -88,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         verb, args, overrides = parse(sys.argv[1:] if argv is None else argv)
         _single_process_unless_training(verb)
         params = config.load_params(overrides)
-        preflight(verb, args, params)
+        lazy = verb == "run" and not overrides  # the models are built once a stage is to run
+        preflight(verb, args, params, build=not lazy)
         if verb in ("check-regression", "update-reference"):
             return regression_verb(verb, args["rerun"], params, overrides)
         if verb == "run":
-            return run_verb(args, params, overrides)
+            return run_verb(args, params, overrides, check=(lambda: build_methods(verb, args, params)) if lazy else None)
         return dispatch(verb, args, params)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -119,8 +122,10 @@ def disk_full(exc: BaseException) -> OSError | None:
     return None
 
 
-def preflight(verb: str, args: dict, params: dict) -> None:
-    """Everything ``verb`` will read, checked before any stage starts (module docstring)."""
+def preflight(verb: str, args: dict, params: dict, build: bool = True) -> None:
+    """Everything ``verb`` will read, checked before any stage starts (module docstring): the
+    params values, the protocols, train sets and dataset they name and each method's options;
+    then (unless ``build`` is false: ``build_methods`` later) every method built."""
     from benchmark.schema import methods as method_schema
     schema.validate(params)
     if verb in pipeline.STAGE_FUNCTIONS:  # before torch's first operation (dry_build below builds models)
@@ -135,16 +140,28 @@ def preflight(verb: str, args: dict, params: dict) -> None:
         pipeline.parse_train_set(ts, params)
     if "dataset" in args:
         pipeline.dataset_cfg(params, args["dataset"], check_root=False)
+    for name in _methods(verb, args, params, protos):
+        root, opts = pipeline.resolve_method(params, name)
+        method_schema.check_options(name, registry.get(registry.METHODS, root), opts)
+        pipeline.train_cfg(params, name)  # checks the entry's `train` keys too
+    if build:
+        build_methods(verb, args, params)
+
+
+def build_methods(verb: str, args: dict, params: dict) -> None:
+    """Every method ``verb`` builds, built on the meta device with its resolved options: what its
+    constructor refuses, the crop side it cannot take and, where the verb trains, each training
+    stage's optimiser and schedulers, as one line."""
+    from benchmark.schema import methods as method_schema
     trains = verb in TRAINS and (verb not in ("check-regression", "update-reference") or args["rerun"])
     if trains:  # the engine (mmengine's Runner, sklearn) is imported only by a verb that trains
         from benchmark.engine import optim
+    protos = [config.load_protocol(p) for p in _protocols(verb, args, params)]
     for name in _methods(verb, args, params, protos):
         root, opts = pipeline.resolve_method(params, name)
-        cls = registry.get(registry.METHODS, root)
-        method_schema.check_options(name, cls, opts)
-        method = method_schema.dry_build(name, cls, opts)
+        method = method_schema.dry_build(name, registry.get(registry.METHODS, root), opts)
         method_schema.check_input_size(name, method, params["extract"]["size"])
-        cfg = pipeline.train_cfg(params, name)  # checks the entry's `train` keys too
+        cfg = pipeline.train_cfg(params, name)
         for stage, epochs in method.training_stages(cfg["epochs"]) if trains else ():
             recipe = optim.stage_recipe(method, stage, {**cfg, "epochs": epochs})
             optim.check_recipe(recipe, f"methods.{name}, training stage {stage} (train.recipe: "
@@ -218,11 +235,12 @@ def stage_verb(verb: str, args: dict, params: dict):
         return pipeline.STAGE_FUNCTIONS[verb](params, **call)
 
 
-def run_verb(args: dict, params: dict, overrides: dict) -> int:
-    """``run``: the grid (or one protocol's stages) through DVC's DAG; with overrides, a DVC experiment."""
+def run_verb(args: dict, params: dict, overrides: dict, check=None) -> int:
+    """``run``: the grid (or one protocol's stages) through DVC's DAG; with overrides, in its own
+    workspace. ``check`` runs before the first stage starts (not at all when none is to run)."""
     jobs = args["jobs"] if args["jobs"] is not None else params["grid"]["jobs"]
     pipeline.run(params, args["protocol"], args["method"], jobs=jobs, threads=params["grid"]["threads"],
-                 overrides=overrides)
+                 overrides=overrides, check=check)
     return 0
 
 

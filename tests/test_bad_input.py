@@ -130,6 +130,18 @@ def test_arguments_options_and_protocol_files(project, monkeypatch, capsys, argv
     assert fragment in _refused(project, monkeypatch, capsys, argv)
 
 
+def test_run_builds_the_methods_of_an_edited_params_yaml_before_refusing(project, tmp_path, monkeypatch, capsys):
+    """``run`` without overrides builds the methods only once a stage is to run (a no-op rerun
+    builds none); a value in params.yaml that a method refuses is still the one line, named before
+    the stale dvc.yaml, and nothing is touched."""
+    proj = tmp_path / "edited"
+    shutil.copytree(project, proj)
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["extract"]["size"] = 32
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "methods.srm: srm was built for 64-px input" in _refused(proj, monkeypatch, capsys, ["run"])
+
+
 def test_the_issue_s_commands_are_refused_up_front(project, monkeypatch, capsys):
     """The five rows of issue 12: each one line, before anything runs or is deleted."""
     for argv in (["run", "protocol=cross_quality", "train.epochs=abc"],

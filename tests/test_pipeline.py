@@ -360,17 +360,22 @@ def test_run_executes_what_dvc_finds_stale_in_parallel_and_records_it(tmp_path, 
             return ["python", "mk.py", self.name, *self.deps[1:]]
     todo = [Job(n, graph.Stage("x", {}, [], [], []), None, ["mk.py", *d], [f"{n}.txt"]) for n, d in spec.items()]
 
+    checks = []  # the CLI's check of what the stages read: once a stage is to run, before it starts
+
     def run():
         from dvc.repo import Repo
         with Repo() as repo:
-            return executor._execute(executor._State.read(repo, todo), todo, jobs=2, threads=1)
+            state = executor._State.read(repo, todo, check=lambda: checks.append(sorted(Path(".").glob("*.txt"))))
+            return executor._execute(state, todo, jobs=2, threads=1)
     first = run()
     assert first[0] == "a" and sorted(first[1:]) == ["b", "c"]  # a first (b and c read it), b and c at once
+    assert checks == [[Path("in.txt")]]  # once, before a started
     starts = {ln.split()[0]: float(ln.split()[1]) for ln in (tmp_path / ".benchmark/logs/times.tsv").read_text().splitlines()}
     assert (tmp_path / "b.txt").read_text() == "xab" and set(starts) == {"a", "b", "c"}
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True, env=env)
     assert status.stdout.strip() == "{}"  # recorded as dvc repro would
     assert run() == [] and "[skip] b: up to date" in capsys.readouterr().out
+    assert len(checks) == 1  # nothing to run: nothing checked
     (tmp_path / "in.txt").write_text("y")
     again = run()
     assert again[0] == "a" and sorted(again[1:]) == ["b", "c"] and (tmp_path / "c.txt").read_text() == "yac"
@@ -379,6 +384,8 @@ def test_run_executes_what_dvc_finds_stale_in_parallel_and_records_it(tmp_path, 
     assert (tmp_path / "b.txt").read_text() == "yab"
     (tmp_path / "params.yaml").write_text("b: 1\nc: 2\n")  # params.yaml is parsed once for all stages
     assert run() == ["c"] and "[skip] b: up to date" in capsys.readouterr().out
+    (tmp_path / "mk.py").write_text((tmp_path / "mk.py").read_text() + "# edited\n")  # hashed once, read by all
+    assert sorted(run()) == ["a", "b", "c"]
 
 
 def test_publish_keeps_an_earlier_stages_last_and_best_validation_checkpoints(tmp_path):
