@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         if verb in ("check-regression", "update-reference"):
             return regression_verb(verb, args["rerun"], params, overrides)
         if verb == "run":
-            return run_verb(args, params, overrides, check=(lambda: build_methods(verb, args, params)) if lazy else None)
+            build = (lambda: build_methods(verb, args, params)) if lazy else None
+            return run_verb(args, params, overrides, check=build)
         return dispatch(verb, args, params)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
