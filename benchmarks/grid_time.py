@@ -1,17 +1,18 @@
 """The grid's time stage by stage, from what a run logged (``.benchmark/logs/times.tsv``).
 
     make demo                                   # or python -m benchmark run [key=value ...]
-    python benchmarks/grid_time.py [--project DIR] [--top 15] [key=value ...]
+    python benchmarks/grid_time.py [--project DIR] [--top 15]
 
-Lists the stages the project's params.yaml declares (``pipeline.dag.instances``, with the same
-overrides as the run) and joins each with the wall and CPU seconds ``python -m benchmark run``
-logged when it finished (the last line of a stage wins: a rerun replaces it). Prints ``key=value``
-lines: per verb the stages declared, measured and their wall / CPU sums; per train stage its
-method and figures (slowest first, ``--top``); the total CPU of what was measured; the stages
-with no line yet. Nothing is estimated: a stage with no line counts as not measured. A stage
-restored from DVC's run cache or found up to date logs no line. A training interrupted and
-resumed logs only the resumed part (its ``train.json`` ``seconds`` too), so read a resumed
-stage's figure as a lower bound.
+Lists the stages the project's params.yaml declares (``pipeline.dag.instances``; a run with
+overrides ran in its own workspace, so pass that as ``--project``) and joins each with the wall
+and CPU seconds ``python -m benchmark run`` logged when it finished (``executor.logged_times``:
+the last line of a stage wins, a rerun replaces it). Prints ``key=value`` lines: per verb the
+stages declared, measured and their wall / CPU sums; per train stage its method and figures
+(slowest first, ``--top``); the total CPU of what was measured; the stages with no line yet.
+Nothing is estimated: a stage with no line counts as not measured. A stage restored from DVC's
+run cache or found up to date logs no line. A training interrupted and resumed logs only the
+resumed part (its ``train.json`` ``seconds`` too), so read a resumed stage's figure as a lower
+bound.
 """
 from __future__ import annotations
 
@@ -24,28 +25,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmark import config  # noqa: E402
-from benchmark.pipeline import dag  # noqa: E402
-
-
-def logged(path: Path) -> dict[str, tuple[float, float]]:
-    """{stage: (wall, CPU)} from times.tsv (name, wall, user, sys), the last line of each."""
-    out = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            name, wall, user, system = line.split("\t")
-            out[name] = (float(wall), float(user) + float(system))
-    return out
+from benchmark.pipeline import dag, executor  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=Path.cwd(), help="the project the grid ran in")
     ap.add_argument("--top", type=int, default=15, help="train stages listed, slowest first")
-    ap.add_argument("overrides", nargs="*", help="key=value, as given to the run")
     a = ap.parse_args()
-    params = config.load_params(dict(o.split("=", 1) for o in a.overrides), root=a.project)
+    params = config.load_params(root=a.project)
     insts = dag.instances(params)
-    times = logged(a.project / ".benchmark" / "logs" / "times.tsv")
+    times = executor.logged_times(a.project)
     by_verb = defaultdict(list)
     for inst in insts:
         by_verb[inst.stage.verb].append(inst)

@@ -426,3 +426,11 @@ def test_a_started_stage_is_reaped_by_the_executor_not_by_a_later_subprocess(tmp
     got, status, _ = os.wait4(pid, 0)
     assert got == pid and os.waitstatus_to_exitcode(status) == 0
     running[pid][1].close()
+
+
+def test_logged_times_sums_user_and_sys_and_keeps_a_stages_last_line(tmp_path):
+    from benchmark.pipeline import executor
+    assert executor.logged_times(tmp_path) == {}
+    (tmp_path / executor.TIMES).parent.mkdir(parents=True)
+    (tmp_path / executor.TIMES).write_text("a\t10.0\t7.5\t1.5\nb\t2.0\t1.0\t0.25\na\t4.0\t3.0\t0.5\n")
+    assert executor.logged_times(tmp_path) == {"a": (4.0, 3.5), "b": (2.0, 1.25)}

@@ -31,6 +31,17 @@ from benchmark.errors import UserError
 from benchmark.pipeline import dag, dvcfile, locks
 
 LOGS = Path(".benchmark/logs")
+TIMES = LOGS / "times.tsv"  # one line per finished stage: name, wall, user, sys seconds
+
+
+def logged_times(root: Path = Path(".")) -> dict[str, tuple[float, float]]:
+    """{stage: (wall, CPU seconds)} from a project's ``TIMES``, the last line of each stage."""
+    out, path = {}, Path(root) / TIMES
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            name, wall, user, system = line.split("\t")
+            out[name] = (float(wall), float(user) + float(system))
+    return out
 
 
 def select(insts: list[dag.Instance], protocol: str | None, method: str | None) -> set[str]:
@@ -231,7 +242,7 @@ def _execute(state: _State, todo: list[dag.Instance], jobs: int, threads: int) -
         code = proc.returncode = os.waitstatus_to_exitcode(status)
         log.close()
         wall, cpu = time.perf_counter() - start, usage.ru_utime + usage.ru_stime
-        with open(LOGS / "times.tsv", "a") as fh:
+        with open(TIMES, "a") as fh:
             fh.write(f"{inst.name}\t{wall:.1f}\t{usage.ru_utime:.1f}\t{usage.ru_stime:.1f}\n")
         if code != 0:
             failed = failed or (inst, code)
